@@ -1,0 +1,29 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from tests.tiny import TINY, build_tiny  # noqa: E402
+from viz.models import load_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Every tiny architecture saved once per test session."""
+    return {name: build_tiny(name, tmp_path_factory.mktemp(name)) for name in TINY}
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    return load_model("minilm")
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    return load_model("smollm2")

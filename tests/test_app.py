@@ -1,0 +1,77 @@
+"""The app, run headless with AppTest on the offline models."""
+
+import numpy as np
+import pytest
+
+from tests.apptest import decode, plotly_specs, problems, run_page
+from ui.shell import cached_model
+
+
+def heatmap_z(at, index=0) -> np.ndarray:
+    return decode(plotly_specs(at)[index]["data"][0]["z"])
+
+
+@pytest.mark.parametrize("model", ["minilm", "smollm2"])
+def test_attention_maps_page_shows_real_rows(model):
+    at = run_page(model=model, text="The cat sat on the mat.")
+    assert problems(at) == []
+    z = heatmap_z(at)
+    np.testing.assert_allclose(np.nansum(z, axis=1), 1.0, atol=1e-4)
+    mean = heatmap_z(at, 1)
+    np.testing.assert_allclose(np.nansum(mean, axis=1), 1.0, atol=1e-4)
+    if model == "smollm2":  # causal: the future is masked (NaN in the heatmap, drawn grey)
+        assert np.isnan(z[0, 1:]).all() and not np.isnan(np.tril(z)).any()
+    assert any("forward" in c.value and "cpu" in c.value for c in at.caption)
+
+
+def test_changing_head_or_layer_runs_the_model_zero_times():
+    at = run_page(model="minilm", text="time flies like an arrow")
+    loaded = cached_model("minilm", "auto", "float32")
+    before = loaded.forward_count
+    first = heatmap_z(at)
+    at.slider(key="head").set_value(8).run()
+    at.slider(key="layer").set_value(3).run()
+    assert problems(at) == []
+    assert loaded.forward_count == before
+    assert not np.allclose(first, heatmap_z(at))
+    assert at.query_params["head"] == "8" and at.query_params["layer"] == "3"
+
+
+def test_url_reopens_the_same_view():
+    at = run_page(model="minilm", text="Transformers are great!", layer=2, head=5)
+    assert at.slider(key="layer").value == 2 and at.slider(key="head").value == 5
+    assert at.text_area(key="text").value == "Transformers are great!"
+    specs = plotly_specs(at)
+    assert specs[0]["layout"]["title"]["text"] == "Layer 2, head 5"
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(text="   "), "empty"),
+        (dict(model="hub:no-such-org/no-such-model"), "no network"),
+        (dict(model="no-such-model"), "no network"),
+        (dict(model="path:/nonexistent/dir"), "no config.json"),
+    ],
+)
+def test_bad_input_gives_a_message_and_no_traceback(params, message, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the same answer on machines with and without network
+    at = run_page(**{"model": "minilm", "text": "hello", **params})
+    assert not at.exception
+    assert any(message in e.value for e in at.error)
+
+
+def test_long_text_warns_about_dropped_tokens():
+    at = run_page(model="minilm", text="word " * 100, max_tokens=32)
+    assert problems(at) == []
+    assert any("70 tokens were dropped" in w.value for w in at.warning)
+
+
+def test_encoder_decoder_shows_cross_attention(tiny_dirs):
+    at = run_page(model=f"path:{tiny_dirs['marian']}", text="the cat sat", target="la voiture rouge")
+    assert problems(at) == []
+    assert at.radio(key="stack").value == "cross"
+    z = heatmap_z(at)
+    assert z.shape == (4, 4)  # la voiture rouge </s>  x  the cat sat </s>
+    at.radio(key="stack").set_value("decoder").run()
+    assert np.isnan(heatmap_z(at)[0, 1:]).all()

@@ -1,0 +1,30 @@
+"""The two packaged models work with no network."""
+
+import numpy as np
+
+from viz.trace import build_trace
+
+
+def test_minilm_traces_real_text(minilm):
+    trace = build_trace(minilm, "The cat sat on the mat.")
+    stack = trace.stacks["encoder"]
+    assert trace.family == "encoder" and trace.model_class == "BertModel"
+    assert stack.attentions.shape == (6, 12, 9, 9)
+    assert trace.tokens["source"].display == ("[CLS]", "the", "cat", "sat", "on", "the", "mat", ".", "[SEP]")
+    assert trace.tokens["source"].special.tolist() == [True] + [False] * 7 + [True]
+    assert trace.hidden_states["encoder"].shape == (7, 9, 384)
+    np.testing.assert_allclose(stack.attentions.sum(-1), 1.0, atol=1e-5)
+
+
+def test_smollm2_is_llama_with_gqa_and_knows_paris(smollm2):
+    trace = build_trace(smollm2, "The capital of France is")
+    stack = trace.stacks["decoder"]
+    assert trace.model_class == "LlamaForCausalLM"
+    assert (stack.n_layers, stack.n_heads, stack.kv_heads) == (30, 9, 3)
+    assert trace.tokens["source"].raw[1] == "Ġcapital" and trace.tokens["source"].display[1] == "capital"
+    next_id = int(trace.outputs["logits"][-1].argmax())
+    assert smollm2.tokenizer.decode([next_id]) == " Paris"
+    generated = smollm2.model.generate(
+        **smollm2.tokenizer("The capital of France is", return_tensors="pt"), max_new_tokens=1, do_sample=False
+    )
+    assert int(generated[0, -1]) == next_id

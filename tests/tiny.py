@@ -1,0 +1,122 @@
+"""Tiny random models of every supported architecture, built in memory (no download).
+
+Each is saved with a word-level tokenizer to a directory, so the app loads it like any
+local model ("path:<dir>").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import transformers
+
+from viz.wordtok import build_word_tokenizer
+
+WORDS = (
+    "the a cat dog sat on mat time flies like an arrow i looked at my and saw that was late "
+    "transformers are great red car is fast la voiture rouge est rapide what where who "
+    "paris france capital of , . ! ? ' s ve been waiting for huggingface course whole life"
+).split()
+VOCAB = 64  # > len(WORDS) + specials
+
+_common = dict(vocab_size=VOCAB, pad_token_id=0, bos_token_id=2, eos_token_id=3)
+ENC = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, max_position_embeddings=64)
+
+# name -> (model class, config, tokenizer template)
+TINY = {
+    "bert": ("BertForMaskedLM", transformers.BertConfig(**ENC, **_common), "cls-sep"),
+    "distilbert": (
+        "DistilBertForMaskedLM",
+        transformers.DistilBertConfig(
+            dim=32, n_layers=2, n_heads=4, hidden_dim=37, max_position_embeddings=64, **_common
+        ),
+        "cls-sep",
+    ),
+    "roberta": (
+        "RobertaForMaskedLM",
+        transformers.RobertaConfig(**{**ENC, "max_position_embeddings": 70}, **_common),
+        "bos-eos",
+    ),
+    "gpt2": (
+        "GPT2LMHeadModel",
+        transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=64, **_common),
+        "none",
+    ),
+    "llama": (
+        "LlamaForCausalLM",
+        transformers.LlamaConfig(
+            hidden_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=6,
+            num_key_value_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=64,
+            **_common,
+        ),
+        "none",
+    ),
+    "t5": (
+        "T5ForConditionalGeneration",
+        transformers.T5Config(
+            d_model=32,
+            d_kv=8,
+            d_ff=37,
+            num_layers=2,
+            num_decoder_layers=2,
+            num_heads=4,
+            decoder_start_token_id=0,
+            **_common,
+        ),
+        "eos",
+    ),
+    "bart": (
+        "BartForConditionalGeneration",
+        transformers.BartConfig(
+            d_model=32,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=4,
+            decoder_attention_heads=4,
+            encoder_ffn_dim=37,
+            decoder_ffn_dim=37,
+            max_position_embeddings=64,
+            decoder_start_token_id=3,
+            forced_eos_token_id=None,
+            **_common,
+        ),
+        "bos-eos",
+    ),
+    "marian": (
+        "MarianMTModel",
+        transformers.MarianConfig(
+            d_model=32,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=4,
+            decoder_attention_heads=4,
+            encoder_ffn_dim=37,
+            decoder_ffn_dim=37,
+            max_position_embeddings=64,
+            decoder_start_token_id=0,
+            decoder_vocab_size=VOCAB,
+            **_common,
+        ),
+        "eos",
+    ),
+}
+
+
+def tokenizer_for(template: str):
+    return build_word_tokenizer(WORDS, template=template, model_max_length=60)
+
+
+def build_tiny(name: str, directory: Path, head: str | None = None, **config_overrides) -> Path:
+    """Save tiny model `name` (optionally with another head class) to `directory`; returns it."""
+    class_name, config, template = TINY[name]
+    config = config.__class__.from_dict({**config.to_dict(), **config_overrides})
+    torch.manual_seed(0)
+    model = getattr(transformers, head or class_name)(config)
+    model.save_pretrained(directory)
+    tokenizer_for(template).save_pretrained(directory)
+    return directory

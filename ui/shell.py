@@ -1,0 +1,226 @@
+"""What every page shares: URL state, the sidebar, the cached model and the cached Trace.
+
+Pages call `page_setup(title)` then `current_trace()`; both stop the page with a readable
+message on bad input, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import streamlit as st
+import torch
+import transformers
+
+from viz.architectures import ENCODER_DECODER
+from viz.errors import AtlasError
+from viz.models import CATALOG, CATALOG_BY_KEY, COURSE_EXAMPLES, LoadedModel, load_model, needs_slow_first_load
+from viz.trace import DEFAULT_MAX_TOKENS, AttentionStack, Trace, build_trace
+
+transformers.logging.set_verbosity_error()
+transformers.utils.logging.disable_progress_bar()
+log = logging.getLogger("attention_atlas")
+
+PAGES = (("app.py", "Attention maps"),)
+STACK_LABELS = {"encoder": "encoder self-attention", "decoder": "decoder self-attention", "cross": "cross-attention"}
+OTHER_HUB, LOCAL_DIR = "__hub__", "__path__"
+DEFAULTS: dict[str, object] = {
+    "model": "minilm",
+    "text": COURSE_EXAMPLES[0],
+    "target": "",
+    "max_tokens": DEFAULT_MAX_TOKENS,
+    "device": "auto",
+    "dtype": "float32",
+}
+INT_KEYS = {"max_tokens", "layer", "head", "query"}
+MAX_TOKENS_RANGE = (4, 1024)
+
+
+# ------------------------------------------------------------------ URL state
+def _from_url() -> None:
+    """On a session's first run, take the view from the URL (a copied URL reopens the same view)."""
+    if st.session_state.get("_url_loaded"):
+        return
+    st.session_state["_url_loaded"] = True
+    params = st.query_params.to_dict()
+    for key, value in params.items():
+        try:
+            st.session_state[key] = int(value) if key in INT_KEYS else value
+        except ValueError:
+            pass  # a hand-edited URL with a bad number: keep the default
+    model = str(st.session_state.get("model", DEFAULTS["model"]))
+    if model in CATALOG_BY_KEY:
+        st.session_state["model_choice"] = model
+    elif model.startswith("hub:"):
+        st.session_state["model_choice"], st.session_state["hub_id"] = OTHER_HUB, model[4:]
+    elif model.startswith("path:"):
+        st.session_state["model_choice"], st.session_state["local_dir"] = LOCAL_DIR, model[5:]
+    elif model:  # a bare id in a hand-written URL: treat it as a hub model id
+        st.session_state["model_choice"], st.session_state["hub_id"] = OTHER_HUB, model
+    for key, value in DEFAULTS.items():
+        st.session_state.setdefault(key, value)
+    lo, hi = MAX_TOKENS_RANGE
+    st.session_state["max_tokens"] = min(hi, max(lo, int(st.session_state["max_tokens"])))
+
+
+def remember(*keys: str) -> None:
+    """Write these widget values into the URL."""
+    for key in keys:
+        value = st.session_state.get(key)
+        if value is None or value == "":
+            st.query_params.pop(key, None)
+        else:
+            st.query_params[key] = str(value)
+
+
+def page_setup(title: str) -> None:
+    st.set_page_config(page_title=f"{title} · Attention Atlas", page_icon="🔭", layout="wide")
+    _from_url()
+    with st.sidebar:
+        st.markdown("### 🔭 Attention Atlas")
+        for path, label in PAGES:
+            st.page_link(path, label=label)
+    st.title(title)
+
+
+# ------------------------------------------------------------------ sidebar
+def _model_label(choice: str) -> str:
+    if choice == OTHER_HUB:
+        return "Other Hugging Face hub model…"
+    if choice == LOCAL_DIR:
+        return "Local model directory…"
+    return CATALOG_BY_KEY[choice].label
+
+
+def _set_example() -> None:
+    st.session_state["text"] = st.session_state["example"]
+
+
+def _device_options() -> list[str]:
+    options = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        options.append("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        options.append("mps")
+    return options
+
+
+def sidebar() -> str:
+    """Draw the shared sidebar; returns the chosen model key."""
+    with st.sidebar:
+        st.selectbox(
+            "Model",
+            [entry.key for entry in CATALOG] + [OTHER_HUB, LOCAL_DIR],
+            format_func=_model_label,
+            key="model_choice",
+        )
+        choice = st.session_state["model_choice"]
+        if choice == OTHER_HUB:
+            hub_id = st.text_input("Hub model id", key="hub_id", placeholder="e.g. bert-base-cased").strip()
+            st.session_state["model"] = f"hub:{hub_id}" if hub_id else ""
+        elif choice == LOCAL_DIR:
+            path = st.text_input("Directory", key="local_dir", placeholder="/path/to/model").strip()
+            st.session_state["model"] = f"path:{path}" if path else ""
+        else:
+            st.session_state["model"] = choice
+        entry = CATALOG_BY_KEY.get(choice)
+        examples = list(dict.fromkeys((*(entry.examples if entry else ()), *COURSE_EXAMPLES)))
+        st.selectbox(
+            "Examples", examples, index=None, placeholder="Load an example…", key="example", on_change=_set_example
+        )
+        st.text_area("Text", key="text", height=100, max_chars=20_000)
+        if entry is None or entry.family == ENCODER_DECODER:
+            st.text_input(
+                "Target text (encoder-decoders)",
+                key="target",
+                help="Leave empty to let the model generate its own output; type a translation to see "
+                "how the model aligns it (forced decoding).",
+            )
+        with st.expander("Length and device"):
+            lo, hi = MAX_TOKENS_RANGE
+            st.number_input("Max tokens", min_value=lo, max_value=hi, step=16, key="max_tokens")
+            st.selectbox("Device", _device_options(), key="device")
+            if st.session_state["device"] not in ("cpu",) and _device_options() != ["auto", "cpu"]:
+                st.selectbox("Precision", ["float32", "float16", "bfloat16"], key="dtype")
+    remember("model", "text", "target", "max_tokens", "device", "dtype")
+    return st.session_state["model"]
+
+
+# ------------------------------------------------------------------ cached model and trace
+@st.cache_resource(show_spinner=False, max_entries=4)
+def cached_model(key: str, device: str, dtype: str) -> LoadedModel:
+    return load_model(key, device, dtype)
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def cached_trace(key: str, device: str, dtype: str, text: str, target: str, max_tokens: int) -> Trace:
+    """One forward pass per (model, text, options), shared by every page and every session."""
+    return build_trace(cached_model(key, device, dtype), text, target or None, max_tokens)
+
+
+def current_trace() -> Trace:
+    """The sidebar's Trace, or a message and a stopped page."""
+    key = sidebar()
+    if not key:
+        st.info("Enter a model id or directory in the sidebar.")
+        st.stop()
+    ss = st.session_state
+    spinner = (
+        "First use of SmolLM2: dequantizing the packaged GGUF weights once (~25 s)…"
+        if needs_slow_first_load(key)
+        else f"Running {key}…"
+    )
+    try:
+        with st.spinner(spinner):
+            trace = cached_trace(
+                key, ss["device"], ss["dtype"], ss["text"], ss["target"].strip(), int(ss["max_tokens"])
+            )
+    except AtlasError as err:
+        st.error(str(err))
+        st.stop()
+    except Exception as err:  # noqa: BLE001 -- whatever a model throws, the page shows a message, not a traceback
+        log.exception("trace failed for %s", key)
+        st.error(f"The model could not process this input ({type(err).__name__}: {str(err)[:300]}).")
+        st.stop()
+    if trace.dropped_tokens:
+        st.warning(
+            f"The text is longer than {trace.token_limit} tokens: the last {trace.dropped_tokens} tokens "
+            "were dropped. Raise 'Max tokens' in the sidebar (up to the model's limit) to see more."
+        )
+    timings = " · ".join(f"{name} {ms:.0f} ms" for name, ms in trace.timings_ms.items() if ms)
+    st.caption(
+        f"**{trace.model_name}** ({trace.model_class}, {trace.family}) · device **{trace.device}** "
+        f"({trace.dtype}) · {timings} · {len(trace.tokens['source'])} tokens"
+    )
+    return trace
+
+
+# ------------------------------------------------------------------ shared selectors
+def _clamp(key: str, hi: int) -> None:
+    if not 0 <= int(st.session_state.get(key, 0)) <= hi:
+        st.session_state[key] = 0
+
+
+def stack_picker(trace: Trace) -> str:
+    """Encoder / decoder / cross selector; a single-stack model needs none."""
+    names = trace.stack_names
+    if st.session_state.get("stack") not in names:
+        st.session_state["stack"] = names[-1] if "cross" in names else names[0]
+    if len(names) > 1:
+        st.radio("Attention", names, format_func=STACK_LABELS.get, key="stack", horizontal=True)
+    remember("stack")
+    return st.session_state["stack"]
+
+
+def layer_head_picker(stack: AttentionStack) -> tuple[int, int]:
+    _clamp("layer", stack.n_layers - 1)
+    _clamp("head", stack.n_heads - 1)
+    left, right = st.columns(2)
+    left.slider("Layer", 0, stack.n_layers - 1, key="layer")
+    help_text = None
+    if stack.kv_heads < stack.n_heads:
+        group = stack.n_heads // stack.kv_heads
+        help_text = f"Grouped-query attention: each run of {group} query heads shares one key/value head."
+    right.slider("Head", 0, stack.n_heads - 1, key="head", help=help_text)
+    remember("layer", "head")
+    return int(st.session_state["layer"]), int(st.session_state["head"])

