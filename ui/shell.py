@@ -12,9 +12,13 @@ import streamlit as st
 import torch
 import transformers
 
+from viz import export, figures
 from viz.architectures import ENCODER_DECODER
+from viz.bertviz_views import head_view_html, model_view_html
 from viz.errors import AtlasError
 from viz.models import CATALOG, CATALOG_BY_KEY, COURSE_EXAMPLES, LoadedModel, load_model, needs_slow_first_load
+from viz.mosaic import Mosaic, attention_mosaic
+from viz.tokens import MatrixView, TokenOptions
 from viz.trace import DEFAULT_MAX_TOKENS, AttentionStack, Trace, build_trace
 
 transformers.logging.set_verbosity_error()
@@ -32,7 +36,7 @@ DEFAULTS: dict[str, object] = {
     "device": "auto",
     "dtype": "float32",
 }
-INT_KEYS = {"max_tokens", "layer", "head", "query"}
+INT_KEYS = {"max_tokens", "layer", "head", "query", "bertviz_layer"}
 MAX_TOKENS_RANGE = (4, 1024)
 
 
@@ -73,9 +77,33 @@ def remember(*keys: str) -> None:
             st.query_params[key] = str(value)
 
 
+# Widget values that follow the user from page to page. Streamlit drops a widget's state
+# when a page without that widget runs; re-assigning the key at the top of each page keeps it.
+PERSISTENT = (
+    *DEFAULTS,
+    "model_choice",
+    "hub_id",
+    "local_dir",
+    "stack",
+    "layer",
+    "head",
+    "query",
+    "hide_special",
+    "hide_first",
+    "renormalize",
+    "merge_words",
+    "continuation",
+    "bertviz_view",
+    "bertviz_layer",
+)
+
+
 def page_setup(title: str) -> None:
     st.set_page_config(page_title=f"{title} · Attention Atlas", page_icon="🔭", layout="wide")
     _from_url()
+    for key in PERSISTENT:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
     with st.sidebar:
         st.markdown("### 🔭 Attention Atlas")
         for path, label in PAGES:
@@ -153,13 +181,18 @@ def cached_model(key: str, device: str, dtype: str) -> LoadedModel:
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
-def cached_trace(key: str, device: str, dtype: str, text: str, target: str, max_tokens: int) -> Trace:
+def cached_trace(
+    key: str, device: str, dtype: str, text: str, target: str, max_tokens: int, continuation: int = 0
+) -> Trace:
     """One forward pass per (model, text, options), shared by every page and every session."""
-    return build_trace(cached_model(key, device, dtype), text, target or None, max_tokens)
+    return build_trace(cached_model(key, device, dtype), text, target or None, max_tokens, continuation)
 
 
-def current_trace() -> Trace:
-    """The sidebar's Trace, or a message and a stopped page."""
+def current_trace(continuation: int = 0) -> Trace:
+    """The sidebar's Trace, or a message and a stopped page.
+
+    `continuation` > 0 (decoder-only models) first generates that many tokens after the text.
+    """
     key = sidebar()
     if not key:
         st.info("Enter a model id or directory in the sidebar.")
@@ -173,7 +206,7 @@ def current_trace() -> Trace:
     try:
         with st.spinner(spinner):
             trace = cached_trace(
-                key, ss["device"], ss["dtype"], ss["text"], ss["target"].strip(), int(ss["max_tokens"])
+                key, ss["device"], ss["dtype"], ss["text"], ss["target"].strip(), int(ss["max_tokens"]), continuation
             )
     except AtlasError as err:
         st.error(str(err))
@@ -224,3 +257,74 @@ def layer_head_picker(stack: AttentionStack) -> tuple[int, int]:
     right.slider("Head", 0, stack.n_heads - 1, key="head", help=help_text)
     remember("layer", "head")
     return int(st.session_state["layer"]), int(st.session_state["head"])
+
+
+def trace_key(trace: Trace) -> tuple:
+    """What identifies a Trace: views derived from it are cached under this."""
+    return (
+        trace.model_key,
+        trace.device,
+        trace.dtype,
+        trace.text,
+        trace.target_text,
+        trace.token_limit,
+        len(trace.tokens["source"]),
+    )
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def cached_mosaic(key: tuple, stack: str, _trace: Trace) -> Mosaic:
+    s = _trace.stacks[stack]
+    return attention_mosaic(s.attentions, s.masked)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def cached_bertviz(key: tuple, view: str, layer: int, _trace: Trace) -> str:
+    return head_view_html(_trace, layer) if view == "head" else model_view_html(_trace)
+
+
+def token_options(merge: bool = True) -> TokenOptions:
+    """The per-view token filters (kept in the URL like the rest of the view)."""
+    with st.expander("Token options"):
+        cols = st.columns(4 if merge else 3)
+        flags = ["hide_special", "hide_first", "renormalize", "merge_words"][: len(cols)]
+        labels = {
+            "hide_special": ("Hide special tokens", "[CLS], [SEP], </s>, …"),
+            "hide_first": ("Hide first token", "Many heads park attention on the first token (an 'attention sink')."),
+            "renormalize": ("Renormalise rows", "After hiding columns, rescale each row to sum to 1 again."),
+            "merge_words": (
+                "Merge subwords into words",
+                "A word attends with the mean of its pieces' rows and receives the sum over its pieces' columns.",
+            ),
+        }
+        for col, flag in zip(cols, flags, strict=True):
+            if isinstance(st.session_state.get(flag), str):  # from the URL
+                st.session_state[flag] = st.session_state[flag] == "True"
+            col.checkbox(labels[flag][0], key=flag, help=labels[flag][1])
+    remember(*flags)
+    return TokenOptions(**{flag: bool(st.session_state.get(flag, False)) for flag in flags})
+
+
+def downloads(view: MatrixView, name: str, trace: Trace) -> None:
+    """CSV of the matrix on screen and the whole Trace as NPZ (built only when clicked)."""
+    left, right, _ = st.columns([1, 1, 2])
+    left.download_button(
+        "Matrix as CSV",
+        data=lambda: export.matrix_csv(view.weights, view.row_labels, view.col_labels),
+        file_name=f"{name}.csv",
+        mime="text/csv",
+        key=f"csv_{name}",
+    )
+    right.download_button(
+        "Whole trace as NPZ",
+        data=lambda: export.trace_npz(trace),
+        file_name="trace.npz",
+        mime="application/octet-stream",
+        key=f"npz_{name}",
+    )
+
+
+def heatmap(view: MatrixView, title: str, key: str, **kwargs) -> None:
+    """A matrix view as an interactive heatmap (plotly's camera button saves it as PNG)."""
+    fig = figures.attention_heatmap(view.weights, view.row_labels, view.col_labels, view.masked, title, **kwargs)
+    st.plotly_chart(fig, key=key, config={"toImageButtonOptions": {"format": "png", "filename": key, "scale": 2}})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import html
 from collections.abc import Sequence
 
@@ -35,6 +36,7 @@ def attention_heatmap(
     masked: np.ndarray | None = None,
     title: str = "",
     zmax: float | None = None,
+    colorscale: str = "Blues",
 ) -> go.Figure:
     """One attention matrix: rows attend (from), columns are attended to.
 
@@ -50,7 +52,7 @@ def attention_heatmap(
         z=z,
         x=list(range(n_cols)),
         y=list(range(n_rows)),
-        colorscale="Blues",
+        colorscale=colorscale,
         zmin=0.0,
         zmax=zmax if zmax is not None else float(np.nanmax(z)) if np.isfinite(z).any() else 1.0,
         colorbar=dict(title="weight", thickness=12),
@@ -86,5 +88,102 @@ def attention_heatmap(
         height=size,
         margin=dict(l=10, r=10, t=110, b=10),
         plot_bgcolor="white",
+    )
+    return fig
+
+
+def mosaic_figure(png: bytes, width: int, height: int, cell: int, layers: int, heads: int, gap: int) -> go.Figure:
+    """The layers × heads image with one invisible marker per head, so a click selects that head.
+
+    (Plotly reports no clicks on images or heatmaps; a nearly transparent scatter on top does.)
+    """
+    source = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    step = cell + gap
+    layer_idx, head_idx = np.meshgrid(np.arange(layers), np.arange(heads), indexing="ij")
+    fig = go.Figure(go.Image(source=source, x0=0, y0=0, dx=1, dy=1, hoverinfo="skip"))
+    fig.add_trace(
+        go.Scatter(
+            x=(head_idx * step + cell / 2).ravel(),
+            y=(layer_idx * step + cell / 2).ravel(),
+            mode="markers",
+            marker=dict(size=max(8, min(40, cell * 0.6)), opacity=0.01, symbol="square", color="black"),
+            customdata=np.stack([layer_idx.ravel(), head_idx.ravel()], axis=1),
+            hovertemplate="layer %{customdata[0]}, head %{customdata[1]}<extra>click to open</extra>",
+            showlegend=False,
+        )
+    )
+    scale = min(1.0, 900 / max(width, 1))
+    fig.update_layout(
+        height=int(height * scale) + 80,
+        margin=dict(l=40, r=10, t=40, b=10),
+        xaxis=dict(
+            tickmode="array",
+            tickvals=[h * step + cell / 2 for h in range(heads)],
+            ticktext=list(range(heads)),
+            title="head",
+            side="top",
+            showgrid=False,
+            range=[0, width],
+            constrain="domain",
+        ),
+        yaxis=dict(
+            tickmode="array",
+            tickvals=[la * step + cell / 2 for la in range(layers)],
+            ticktext=list(range(layers)),
+            title="layer",
+            showgrid=False,
+            range=[height, 0],
+            scaleanchor="x",
+        ),
+        plot_bgcolor="white",
+        dragmode=False,
+    )
+    return fig
+
+
+def vectors_heatmap(matrix: np.ndarray, row_labels: Sequence[str], title: str, height: int | None = None) -> go.Figure:
+    """Rows of vectors (q, k_j, q⊙k_j, v_j, ...) on a diverging scale centred at 0; columns are dimensions."""
+    matrix = np.atleast_2d(matrix)
+    limit = float(np.abs(matrix).max()) or 1.0
+    fig = go.Figure(
+        go.Heatmap(
+            z=matrix,
+            y=list(range(len(row_labels))),
+            colorscale="RdBu",
+            zmid=0,
+            zmin=-limit,
+            zmax=limit,
+            customdata=np.broadcast_to(np.asarray(plotly_text(row_labels), dtype=object)[:, None], matrix.shape),
+            hovertemplate="%{customdata} · dim %{x}: %{z:.4f}<extra></extra>",
+            colorbar=dict(thickness=10),
+        )
+    )
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=13)),
+        height=height or max(120, 24 * len(row_labels) + 70),
+        margin=dict(l=10, r=10, t=40, b=30),
+        yaxis=dict(_axis(row_labels), autorange="reversed"),
+        xaxis=dict(title="dimension", showgrid=False),
+    )
+    return fig
+
+
+def weight_bars(values: np.ndarray, labels: Sequence[str], title: str, fmt: str = ".4f") -> go.Figure:
+    """One bar per token (keys), e.g. the softmax weights of one query."""
+    finite = np.where(np.isfinite(values), values, np.nan)
+    fig = go.Figure(
+        go.Bar(
+            x=list(range(len(labels))),
+            y=finite,
+            customdata=plotly_text(labels),
+            hovertemplate="%{customdata}: %{y:" + fmt + "}<extra></extra>",
+            marker_color="#1f5fa8",
+        )
+    )
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=13)),
+        height=260,
+        margin=dict(l=10, r=10, t=40, b=10),
+        xaxis=dict(_axis(labels), tickangle=-60),
     )
     return fig

@@ -23,6 +23,15 @@ class TokenSeq:
     def __len__(self) -> int:
         return len(self.raw)
 
+    def slice(self, start: int, stop: int) -> TokenSeq:
+        return TokenSeq(
+            self.ids[start:stop],
+            self.raw[start:stop],
+            self.display[start:stop],
+            self.special[start:stop],
+            self.word_ids[start:stop],
+        )
+
 
 def display_token(raw: str, decoded: str) -> str:
     """`decoded` is tokenizer.decode([id]): it turns byte-level pieces back into text."""
@@ -65,4 +74,78 @@ def token_seq(tokenizer, ids: list[int], word_ids: list[int | None] | None = Non
         display=tuple(display_token(r, d) for r, d in zip(raw, decoded, strict=True)),
         special=special,
         word_ids=tuple(word_ids if word_ids is not None else guess_word_ids(raw, special)),
+    )
+
+
+# ---------------------------------------------------------------- what a matrix view shows
+@dataclass(frozen=True)
+class TokenOptions:
+    hide_special: bool = False  # [CLS], </s>, <|im_start|>, ...
+    hide_first: bool = False  # the first token, where many heads park attention ("attention sink")
+    renormalize: bool = False  # after hiding columns, rescale each row to sum to 1 again
+    merge_words: bool = False  # subword pieces -> words
+
+
+@dataclass(frozen=True)
+class MatrixView:
+    weights: np.ndarray  # [rows, cols]
+    row_labels: list[str]
+    col_labels: list[str]
+    masked: np.ndarray  # [rows, cols] bool
+    row_groups: list[list[int]]  # token positions behind each row
+    col_groups: list[list[int]]
+
+
+def _keep(seq: TokenSeq, options: TokenOptions) -> np.ndarray:
+    keep = np.ones(len(seq), dtype=bool)
+    if options.hide_special:
+        keep &= ~seq.special
+    if options.hide_first and len(seq):
+        keep[0] = False
+    return keep
+
+
+def _groups(seq: TokenSeq, keep: np.ndarray, merge: bool) -> list[list[int]]:
+    """Consecutive kept positions of one word form a group; special tokens stay alone."""
+    groups: list[list[int]] = []
+    previous: int | None = None
+    for i in np.flatnonzero(keep):
+        word = seq.word_ids[i]
+        if merge and groups and word is not None and word == previous and groups[-1][-1] == i - 1:
+            groups[-1].append(int(i))
+        else:
+            groups.append([int(i)])
+        previous = word
+    return groups
+
+
+def matrix_view(
+    weights: np.ndarray, rows: TokenSeq, cols: TokenSeq, masked: np.ndarray, options: TokenOptions
+) -> MatrixView:
+    """Hide tokens, optionally renormalise, and merge subwords into words.
+
+    Word rule: a word attends with the MEAN of its pieces' rows (each piece is one query),
+    and is attended to with the SUM over its pieces' columns (the weight the word receives),
+    so rows still sum to 1 after merging.
+    """
+    row_groups = _groups(rows, _keep(rows, options), options.merge_words)
+    col_groups = _groups(cols, _keep(cols, options), options.merge_words)
+    col_index = [i for group in col_groups for i in group]
+    w = np.asarray(weights, dtype=np.float64)[:, col_index]
+    if options.renormalize:
+        totals = w.sum(axis=1, keepdims=True)
+        w = np.divide(w, totals, out=np.zeros_like(w), where=totals > 0)
+    starts = np.cumsum([0] + [len(g) for g in col_groups[:-1]])
+    w = np.add.reduceat(w, starts, axis=1) if len(col_groups) else w
+    m = np.logical_and.reduceat(masked[:, col_index], starts, axis=1) if len(col_groups) else masked[:, col_index]
+    w = np.stack([w[g].mean(axis=0) for g in row_groups]) if row_groups else w[:0]
+    m = np.stack([m[g].all(axis=0) for g in row_groups]) if row_groups else m[:0]
+    label = lambda seq, group: "".join(seq.display[i] for i in group)  # noqa: E731
+    return MatrixView(
+        weights=w,
+        row_labels=[label(rows, g) for g in row_groups],
+        col_labels=[label(cols, g) for g in col_groups],
+        masked=m,
+        row_groups=row_groups,
+        col_groups=col_groups,
     )

@@ -25,7 +25,7 @@ from types import MappingProxyType
 import numpy as np
 import torch
 
-from viz.architectures import ENCODER_DECODER, stack_of
+from viz.architectures import DECODER, ENCODER_DECODER, stack_of
 from viz.capture import AttentionCall, recording
 from viz.errors import AtlasError
 from viz.models import LoadedModel
@@ -77,6 +77,7 @@ class Trace:
     hidden_states: Mapping[str, np.ndarray]  # "encoder"/"decoder": [layers + 1, T, d_model]
     outputs: Mapping[str, np.ndarray]  # the head's outputs: "logits", "start_logits", ...
     dropped_tokens: int  # how many tokens the length cap cut from the end of the text
+    prompt_length: int  # source tokens that came from the text (the rest were generated)
     token_limit: int
     timings_ms: Mapping[str, float]
     device: str
@@ -155,11 +156,14 @@ def build_trace(
     text: str,
     target_text: str | None = None,
     max_tokens: int = DEFAULT_MAX_TOKENS,
+    continuation: int = 0,
 ) -> Trace:
     """Run the model once on `text` and capture attentions, q/k/v, hidden states and logits.
 
     Encoder-decoders also need a target: `target_text` (forced decoding) or, when it is
     empty, the model's own greedy output (generated first, then read in the same single pass).
+    Decoder-only models with `continuation` > 0 likewise first generate that many tokens
+    greedily; the pass then reads prompt + continuation (`Trace.prompt_length` marks the split).
     """
     if not text or not text.strip():
         raise AtlasError("The text is empty: type something for the model to read.")
@@ -175,7 +179,16 @@ def build_trace(
     tokens = {"source": token_seq(tokenizer, source_ids, word_ids)}
     timings = {}
     kwargs = {}
+    prompt_length = len(source_ids)
     with torch.inference_mode():
+        if continuation and loaded.family == DECODER and loaded.head.name == "causal-lm":
+            t0 = time.perf_counter()
+            room = max(0, limit - prompt_length)
+            generated = model.generate(**enc, max_new_tokens=min(continuation, room), do_sample=False, num_beams=1)
+            timings["generate"] = (time.perf_counter() - t0) * 1000
+            source_ids = generated[0].tolist()
+            tokens["source"] = token_seq(tokenizer, source_ids)
+            enc = {"input_ids": generated, "attention_mask": torch.ones_like(generated)}
         if loaded.family == ENCODER_DECODER:
             sequence, timings["generate"] = _decoder_ids(loaded, enc, target_text, limit)
             tokens["decoder_input"] = token_seq(tokenizer, sequence[:-1])
@@ -218,7 +231,8 @@ def build_trace(
         stacks=MappingProxyType(stacks),
         hidden_states=MappingProxyType({k: _numpy(torch.stack([h[0] for h in v])) for k, v in hidden.items()}),
         outputs=MappingProxyType(outputs),
-        dropped_tokens=max(0, full_length - len(source_ids)),
+        dropped_tokens=max(0, full_length - prompt_length),
+        prompt_length=prompt_length,
         token_limit=limit,
         timings_ms=MappingProxyType(timings),
         device=str(loaded.device),

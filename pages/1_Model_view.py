@@ -1,0 +1,40 @@
+"""Every head of every layer at once; click a thumbnail to open that head."""
+
+import streamlit as st
+
+from ui import shell
+from viz import figures
+from viz.mosaic import GAP
+from viz.tokens import matrix_view
+
+
+def open_clicked_head() -> None:
+    points = st.session_state["grid"]["selection"]["points"]
+    if points:
+        st.session_state["layer"], st.session_state["head"] = (int(v) for v in points[0]["customdata"])
+
+
+shell.page_setup("Model view")
+trace = shell.current_trace()
+stack_name = shell.stack_picker(trace)
+stack = trace.stacks[stack_name]
+mosaic = shell.cached_mosaic(shell.trace_key(trace), stack_name, trace)
+
+st.caption(
+    f"{stack.n_layers} layers × {stack.n_heads} heads. Each thumbnail is one head's attention "
+    "(rows attend to columns), scaled to its own maximum; grey = masked. Click one to open it below."
+)
+st.plotly_chart(
+    figures.mosaic_figure(mosaic.png, mosaic.width, mosaic.height, mosaic.cell, stack.n_layers, stack.n_heads, GAP),
+    key="grid",
+    on_select=open_clicked_head,
+    selection_mode="points",
+)
+st.download_button("Grid as PNG", mosaic.png, file_name=f"{stack_name}-heads.png", mime="image/png")
+
+layer, head = shell.layer_head_picker(stack)
+options = shell.token_options()
+rows, cols = trace.stack_tokens(stack_name)
+view = matrix_view(stack.attentions[layer, head], rows, cols, stack.masked[layer], options)
+shell.heatmap(view, f"Layer {layer}, head {head}", key="model_view_head")
+shell.downloads(view, f"{stack_name}-L{layer}-H{head}", trace)

@@ -1,0 +1,86 @@
+"""One head, one query token: the four steps of scaled dot-product attention with real numbers."""
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from ui import shell
+from viz import figures
+from viz.neuron import neuron_view
+
+COURSE = {"text": "time flies like an arrow", "layer": 0, "head": 8}
+
+
+def load_course_preset() -> None:
+    st.session_state.update(COURSE)
+
+
+shell.page_setup("Neuron view")
+st.button("Course example: “time flies like an arrow”, layer 0, head 8", on_click=load_course_preset)
+trace = shell.current_trace()
+stack_name = shell.stack_picker(trace)
+stack = trace.stacks[stack_name]
+layer, head = shell.layer_head_picker(stack)
+rows, cols = trace.stack_tokens(stack_name)
+if not 0 <= int(st.session_state.get("query", 0)) < len(rows):
+    st.session_state["query"] = 0
+query = st.select_slider(
+    "Query token (the row that attends)",
+    options=list(range(len(rows))),
+    format_func=lambda i: f"{i}: {rows.display[i]}",
+    key="query",
+)
+shell.remember("query")
+v = neuron_view(stack, layer, head, query)
+keys = list(cols.display)
+q_label = f"q ({rows.display[query]})"
+
+st.subheader("1 · Project: query, keys and values")
+st.caption(
+    "The model multiplied each token's hidden state by this head's W_q, W_k and W_v "
+    + (
+        "(the captured q and k already include rotary position embeddings). "
+        if "llama" in trace.model_class.lower()
+        else ""
+    )
+    + (
+        f"Grouped-query attention: this head shares keys and values with {stack.n_heads // stack.kv_heads - 1} other "
+        "heads. "
+        if stack.kv_heads < stack.n_heads
+        else ""
+    )
+)
+st.plotly_chart(figures.vectors_heatmap(v.query[None], [q_label], "query vector q", height=150), key="q")
+left, right = st.columns(2)
+left.plotly_chart(figures.vectors_heatmap(v.keys, keys, "key vectors k_j"), key="k")
+right.plotly_chart(
+    figures.vectors_heatmap(v.products, keys, "q ⊙ k_j (elementwise; each row sums to q · k_j)"), key="qk"
+)
+
+st.subheader("2 · Score: q · k_j, scaled" + (", plus position bias" if v.bias is not None else "") + ", masked")
+table = pd.DataFrame({"key token": keys, "q · k": v.dots, "× scale": v.dots * v.scaling})
+if v.bias is not None:
+    table["+ position bias"] = v.dots * v.scaling + v.bias
+table["masked"] = v.masked
+table["score"] = np.where(v.masked, -np.inf, v.scores)
+table["softmax weight"] = v.weights
+scale_text = "1 (T5 does not scale)" if v.scaling == 1.0 else f"{v.scaling:.5f} = 1/√{round(v.scaling**-2)}"
+st.caption(f"scale = {scale_text}. Masked keys get −∞ and so weight 0.")
+st.dataframe(table, hide_index=False, width="stretch")
+
+st.subheader("3 · Weigh: softmax over the scores")
+st.plotly_chart(figures.weight_bars(v.weights, keys, f"attention weights of {q_label}"), key="w")
+st.caption(
+    f"Recomputed from the captured q and k; the model's own attention row differs by at most {v.max_weight_error:.1e}."
+)
+
+st.subheader("4 · Mix: the weighted sum of the value vectors")
+left, right = st.columns(2)
+left.plotly_chart(figures.vectors_heatmap(v.weighted_values, keys, "w_j · v_j"), key="wv")
+right.plotly_chart(
+    figures.vectors_heatmap(
+        np.stack([v.output, v.model_output]), ["Σ_j w_j v_j", "model's own head output"], "head output", height=170
+    ),
+    key="out",
+)
+st.caption(f"Largest difference to the model's own head output: {np.abs(v.output - v.model_output).max():.1e}.")

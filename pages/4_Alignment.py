@@ -1,0 +1,53 @@
+"""Which input tokens each output token was produced from (Bahdanau et al. 2015, Fig. 3)."""
+
+import numpy as np
+import streamlit as st
+
+from ui import shell
+from viz.alignment import alignment
+from viz.errors import AtlasError
+from viz.models import CATALOG_BY_KEY
+from viz.tokens import matrix_view
+
+shell.page_setup("Alignment")
+entry = CATALOG_BY_KEY.get(st.session_state.get("model_choice", ""))
+if entry is not None and entry.family == "encoder":
+    # Alignment needs a model that writes output: open on the offline dates model.
+    st.session_state["model_choice"] = "dates"
+    st.session_state["text"] = CATALOG_BY_KEY["dates"].examples[0]
+    st.info("Alignment needs a model that writes output: switched to the offline Dates → ISO model.")
+    entry = CATALOG_BY_KEY["dates"]
+
+continuation = 0
+if entry is not None and entry.family == "decoder":
+    continuation = st.slider("Tokens to generate after the prompt", 1, 64, 16, key="continuation")
+trace = shell.current_trace(continuation=continuation)
+try:
+    align = alignment(trace)
+except AtlasError as err:
+    st.warning(str(err))
+    st.stop()
+
+st.markdown(f"**Output:** {' '.join(align.outputs.display)}")
+st.caption(
+    f"{align.kind}: row i is the decoder step that produced output token i; columns are the input tokens. "
+    "Type a target text in the sidebar to see how the model aligns a translation you give it (forced decoding)."
+    if align.kind == "cross-attention"
+    else "generated → prompt: row i is the step that produced generated token i; columns are the prompt tokens."
+)
+stack = trace.stacks["cross" if "cross" in trace.stacks else "decoder"]
+layer, head = shell.layer_head_picker(stack)
+options = shell.token_options()
+no_mask = np.zeros(align.weights.shape[-2:], dtype=bool)
+matrices = {
+    f"layer {layer}, head {head}": align.weights[layer, head],
+    f"layer {layer}, mean over heads": align.layer_mean(layer),
+    "mean over all layers and heads": align.overall_mean(),
+}
+columns = st.columns(len(matrices))
+for i, (column, (title, weights)) in enumerate(zip(columns, matrices.items(), strict=True)):
+    view = matrix_view(weights, align.outputs, align.inputs, no_mask, options)
+    with column:
+        shell.heatmap(view, title, key=f"alignment_{i}", colorscale="gray", zmax=1.0)
+st.caption("Black = 0, white = 1, as in Bahdanau et al. (2015).")
+shell.downloads(matrix_view(align.overall_mean(), align.outputs, align.inputs, no_mask, options), "alignment", trace)

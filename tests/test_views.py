@@ -1,0 +1,226 @@
+"""Attention views: every number comes from the Trace, and matches independent references."""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from tests.apptest import decode, plotly_specs, problems, run_page
+from tests.tiny import TINY
+from viz.bertviz_views import head_view_html, model_view_html, too_large
+from viz.models import load_model
+from viz.mosaic import attention_mosaic, downsample
+from viz.neuron import neuron_view
+from viz.tokens import TokenOptions, TokenSeq, matrix_view
+from viz.trace import build_trace
+
+VIEW_PAGES = ["app.py", "pages/1_Model_view.py", "pages/2_bertviz.py", "pages/3_Neuron_view.py", "pages/4_Alignment.py"]
+
+
+# ------------------------------------------------------------------ neuron view
+@pytest.mark.parametrize("name", list(TINY))
+def test_neuron_view_reproduces_the_model_on_every_architecture(tiny_dirs, name):
+    loaded = load_model(f"path:{tiny_dirs[name]}")
+    target = "la voiture rouge" if loaded.family == "encoder-decoder" else None
+    trace = build_trace(loaded, "the cat sat on the mat", target_text=target)
+    for stack in trace.stacks.values():
+        for layer in range(stack.n_layers):
+            for head in range(stack.n_heads):
+                for query in range(stack.attentions.shape[2]):
+                    v = neuron_view(stack, layer, head, query)
+                    np.testing.assert_allclose(v.weights, stack.attentions[layer, head, query], atol=1e-5)
+                    np.testing.assert_allclose(v.output, stack.contexts[layer, head, query], atol=1e-5)
+                    np.testing.assert_allclose(v.products.sum(axis=1), v.dots)
+
+
+def _bertviz_reference(name: str, hf_model) -> list[dict]:
+    """bertviz's own neuron-view models, loaded with the same weights (its vendored pytorch-transformers)."""
+    from bertviz.transformers_neuron_view import modeling_bert, modeling_gpt2
+
+    c = hf_model.config
+    if name == "bert":
+        config = modeling_bert.BertConfig(
+            c.vocab_size,
+            hidden_size=c.hidden_size,
+            num_hidden_layers=c.num_hidden_layers,
+            num_attention_heads=c.num_attention_heads,
+            intermediate_size=c.intermediate_size,
+            max_position_embeddings=c.max_position_embeddings,
+            type_vocab_size=c.type_vocab_size,
+        )
+        config.output_attentions = True
+        reference = modeling_bert.BertModel(config)
+        state = hf_model.bert.state_dict()
+    else:
+        config = modeling_gpt2.GPT2Config(
+            c.vocab_size,
+            n_positions=c.n_positions,
+            n_ctx=c.n_positions,
+            n_embd=c.n_embd,
+            n_layer=c.n_layer,
+            n_head=c.n_head,
+        )
+        config.output_attentions = True
+        reference = modeling_gpt2.GPT2Model(config)
+        state = hf_model.transformer.state_dict()
+    missing, _ = reference.load_state_dict(state, strict=False)
+    assert not [k for k in missing if not k.endswith("attn.bias") and "pooler" not in k]  # unused by attention
+    return reference.eval()
+
+
+@pytest.mark.parametrize("name", ["bert", "gpt2"])
+def test_neuron_view_matches_bertviz_neuron_view(tiny_dirs, name):
+    loaded = load_model(f"path:{tiny_dirs[name]}")
+    trace = build_trace(loaded, "time flies like an arrow")
+    stack = next(iter(trace.stacks.values()))
+    reference = _bertviz_reference(name, loaded.model)
+    with torch.no_grad():
+        attn_data = reference(torch.tensor([trace.tokens["source"].ids.tolist()]))[-1]
+    for layer, data in enumerate(attn_data):
+        queries, keys = data["queries"][0].numpy(), data["keys"][0].numpy()
+        np.testing.assert_allclose(stack.queries[layer], queries, atol=1e-5)
+        np.testing.assert_allclose(stack.keys[layer], keys, atol=1e-5)
+        for head in range(stack.n_heads):
+            for query in range(len(trace.tokens["source"])):
+                v = neuron_view(stack, layer, head, query)
+                scores = queries[head, query] @ keys[head].T / np.sqrt(keys.shape[-1])
+                visible = ~v.masked
+                np.testing.assert_allclose(v.scores[visible], scores[visible], atol=1e-5)
+                np.testing.assert_allclose(v.weights, data["attn"][0, head, query].numpy(), atol=1e-5)
+
+
+# ------------------------------------------------------------------ alignment: one pass == generate
+@pytest.mark.parametrize("name", ["marian", "t5", "bart"])
+def test_single_pass_cross_attention_equals_generate(tiny_dirs, name):
+    loaded = load_model(f"path:{tiny_dirs[name]}")
+    trace = build_trace(loaded, "the cat sat on the mat")
+    enc = loaded.tokenizer("the cat sat on the mat", return_tensors="pt")
+    out = loaded.model.generate(
+        **enc, max_new_tokens=48, do_sample=False, num_beams=1, output_attentions=True, return_dict_in_generate=True
+    )
+    assert out.sequences[0, 1:].tolist() == trace.tokens["target"].ids.tolist()
+    for step, per_layer in enumerate(out.cross_attentions):  # step i produces target token i
+        for layer, attention in enumerate(per_layer):
+            np.testing.assert_allclose(
+                trace.stacks["cross"].attentions[layer, :, step], attention[0, :, -1].numpy(), atol=1e-5
+            )
+
+
+def test_decoder_only_alignment_block(tiny_dirs):
+    from viz.alignment import alignment
+
+    loaded = load_model(f"path:{tiny_dirs['gpt2']}")
+    trace = build_trace(loaded, "the cat sat", continuation=5)
+    assert trace.prompt_length == 3 and len(trace.tokens["source"]) == 8
+    align = alignment(trace)
+    assert align.weights.shape == (2, 4, 5, 3)
+    # the step that produced generated token 0 is the row of the last prompt token
+    np.testing.assert_array_equal(align.weights[:, :, 0], trace.stacks["decoder"].attentions[:, :, 2, :3])
+
+
+# ------------------------------------------------------------------ bertviz offline
+def test_bertviz_html_fetches_nothing(minilm, tiny_dirs):
+    traces = [
+        build_trace(minilm, "time flies like an arrow </script><script>alert(1)</script>"),
+        build_trace(load_model(f"path:{tiny_dirs['marian']}"), "the cat sat", target_text="la voiture"),
+    ]
+    for trace in traces:
+        for html in (head_view_html(trace, 0), model_view_html(trace)):
+            urls = set(re.findall(r"https?://[^\s'\"<>)]+", html))
+            # Only XML namespace names inside d3 (identifiers, never fetched) and d3's banner remain.
+            assert all(u.startswith(("http://www.w3.org/", "https://d3js.org")) for u in urls), urls
+            assert "<script src" not in html and "cdnjs" not in html
+            assert "<script>alert(1)" not in html  # a token can't close the script it is embedded in
+            assert "Encoder" in html if "cross" in trace.stacks else True
+
+
+def test_bertviz_refuses_sizes_that_stall_the_browser(minilm):
+    trace = build_trace(minilm, "word " * 200)
+    assert too_large(trace, "model") is not None and "Model view" in too_large(trace, "model")
+    assert too_large(build_trace(minilm, "time flies like an arrow"), "model") is None
+
+
+# ------------------------------------------------------------------ token options on hand-made matrices
+def _seq(tokens, word_ids, special):
+    n = len(tokens)
+    return TokenSeq(np.arange(n), tuple(tokens), tuple(tokens), np.array(special), tuple(word_ids))
+
+
+def test_word_merging_sums_attended_pieces_and_averages_attending_pieces():
+    seq = _seq(["[CLS]", "play", "ing", "now", "[SEP]"], [None, 0, 0, 1, None], [True, False, False, False, True])
+    w = np.array(
+        [
+            [0.2, 0.2, 0.2, 0.2, 0.2],
+            [0.1, 0.3, 0.3, 0.2, 0.1],
+            [0.5, 0.1, 0.1, 0.1, 0.2],
+            [0.0, 0.5, 0.25, 0.25, 0.0],
+            [0.2, 0.2, 0.2, 0.2, 0.2],
+        ]
+    )
+    view = matrix_view(w, seq, seq, np.zeros((5, 5), bool), TokenOptions(merge_words=True))
+    assert view.row_labels == ["[CLS]", "playing", "now", "[SEP]"]
+    np.testing.assert_allclose(view.weights[1], [0.3, 0.4, 0.15, 0.15])  # mean of rows 1-2, columns 1+2 summed
+    np.testing.assert_allclose(view.weights[2], [0.0, 0.75, 0.25, 0.0])
+    np.testing.assert_allclose(view.weights.sum(axis=1), 1.0)
+
+
+def test_hiding_special_tokens_and_renormalising():
+    seq = _seq(["[CLS]", "a", "b", "[SEP]"], [None, 0, 1, None], [True, False, False, True])
+    w = np.array([[0.4, 0.2, 0.2, 0.2], [0.5, 0.25, 0.25, 0.0], [0.6, 0.1, 0.3, 0.0], [0.25] * 4])
+    view = matrix_view(w, seq, seq, np.zeros((4, 4), bool), TokenOptions(hide_special=True))
+    assert view.row_labels == ["a", "b"]
+    np.testing.assert_allclose(view.weights, [[0.25, 0.25], [0.1, 0.3]])
+    view = matrix_view(w, seq, seq, np.zeros((4, 4), bool), TokenOptions(hide_special=True, renormalize=True))
+    np.testing.assert_allclose(view.weights, [[0.5, 0.5], [0.25, 0.75]])
+    view = matrix_view(w, seq, seq, np.zeros((4, 4), bool), TokenOptions(hide_first=True))
+    assert view.col_labels == ["a", "b", "[SEP]"]
+
+
+# ------------------------------------------------------------------ model-view mosaic
+def test_mosaic_thumbnails_are_box_means():
+    x = np.arange(36, dtype=float).reshape(6, 6)
+    np.testing.assert_allclose(downsample(x, 3), [[3.5, 5.5, 7.5], [15.5, 17.5, 19.5], [27.5, 29.5, 31.5]])
+    attentions = np.random.default_rng(0).random((2, 3, 8, 8))
+    mosaic = attention_mosaic(attentions)
+    assert (mosaic.layers, mosaic.heads) == (2, 3) and mosaic.png.startswith(b"\x89PNG")
+
+
+# ------------------------------------------------------------------ pages
+@pytest.mark.parametrize("page", VIEW_PAGES)
+@pytest.mark.parametrize("model", ["minilm", "smollm2", "marian"])
+def test_every_view_renders(page, model, tiny_dirs):
+    key = f"path:{tiny_dirs['marian']}" if model == "marian" else model
+    at = run_page(
+        page, model=key, text="the cat sat on the mat", target="la voiture rouge" if model == "marian" else ""
+    )
+    assert problems(at) == []
+    assert at.get("plotly_chart") or at.get("iframe")
+
+
+def test_neuron_page_numbers_are_the_models(minilm):
+    at = run_page("pages/3_Neuron_view.py", model="minilm", text="time flies like an arrow", layer=0, head=8, query=2)
+    assert problems(at) == []
+    trace = build_trace(minilm, "time flies like an arrow")
+    bars = [s for s in plotly_specs(at) if s["data"][0]["type"] == "bar"][0]
+    np.testing.assert_allclose(decode(bars["data"][0]["y"]), trace.stacks["encoder"].attentions[0, 8, 2], atol=1e-6)
+
+
+def test_alignment_page_opens_on_an_encoder_decoder():
+    at = run_page("pages/4_Alignment.py", model="minilm", text="The cat sat on the mat.")
+    assert problems(at) == []
+    assert at.selectbox(key="model_choice").value == "dates"
+    assert any("switched" in i.value for i in at.info)
+
+
+def test_custom_target_forces_the_decoder(tiny_dirs):
+    at = run_page(
+        "pages/4_Alignment.py",
+        model=f"path:{tiny_dirs['marian']}",
+        text="the cat sat",
+        target="la voiture rouge est rapide",
+    )
+    assert problems(at) == []
+    spec = plotly_specs(at)[0]
+    assert spec["layout"]["yaxis"]["ticktext"] == ["la", "voiture", "rouge", "est", "rapide", "&lt;/s&gt;"]

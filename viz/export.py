@@ -1,0 +1,53 @@
+"""Downloads: a matrix as CSV, the whole Trace as NPZ."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from viz.trace import Trace
+
+
+def matrix_csv(weights: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str]) -> bytes:
+    """Rows = attending tokens, columns = attended tokens; positions kept so repeated tokens stay apart."""
+    frame = pd.DataFrame(
+        weights,
+        index=pd.Index([f"{i}:{t}" for i, t in enumerate(row_labels)], name="query"),
+        columns=[f"{j}:{t}" for j, t in enumerate(col_labels)],
+    )
+    return frame.to_csv(float_format="%.6g").encode("utf-8")
+
+
+def trace_npz(trace: Trace) -> bytes:
+    """Every array of the Trace under its stable name, plus tokens and metadata (load with np.load)."""
+    arrays: dict[str, np.ndarray] = {}
+    for name, stack in trace.stacks.items():
+        for field in ("attentions", "queries", "keys", "values", "contexts", "masked", "scaling"):
+            arrays[f"{name}/{field}"] = getattr(stack, field)
+        if stack.bias is not None:
+            arrays[f"{name}/bias"] = stack.bias
+    for name, hidden in trace.hidden_states.items():
+        arrays[f"{name}/hidden_states"] = hidden
+    for name, output in trace.outputs.items():
+        arrays[f"outputs/{name}"] = output
+    for name, seq in trace.tokens.items():
+        arrays[f"tokens/{name}/ids"] = seq.ids
+        arrays[f"tokens/{name}/raw"] = np.array(seq.raw, dtype=str)
+        arrays[f"tokens/{name}/special"] = seq.special
+    meta = dict(
+        model=trace.model_name,
+        model_class=trace.model_class,
+        family=trace.family,
+        text=trace.text,
+        target_text=trace.target_text,
+        device=trace.device,
+        dtype=trace.dtype,
+    )
+    arrays["meta"] = np.array(json.dumps(meta))
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
