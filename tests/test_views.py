@@ -5,7 +5,6 @@ import re
 import numpy as np
 import pytest
 import torch
-import transformers
 
 from tests.apptest import decode, plotly_specs, problems, run_page
 from tests.tiny import TINY

@@ -25,7 +25,15 @@ transformers.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
 log = logging.getLogger("attention_atlas")
 
-PAGES = (("app.py", "Attention maps"),)
+PAGES = (
+    ("app.py", "Attention maps"),
+    ("pages/1_Model_view.py", "Model view (all heads)"),
+    ("pages/2_bertviz.py", "bertviz head & model view"),
+    ("pages/3_Neuron_view.py", "Neuron view (q · k step by step)"),
+    ("pages/4_Alignment.py", "Alignment"),
+    ("pages/5_Predictions.py", "Predictions (the model head)"),
+    ("pages/6_Hidden_states.py", "Hidden states & logit lens"),
+)
 STACK_LABELS = {"encoder": "encoder self-attention", "decoder": "decoder self-attention", "cross": "cross-attention"}
 OTHER_HUB, LOCAL_DIR = "__hub__", "__path__"
 DEFAULTS: dict[str, object] = {
@@ -95,6 +103,9 @@ PERSISTENT = (
     "continuation",
     "bertviz_view",
     "bertviz_layer",
+    "question",
+    "hidden_stack",
+    "pca_layer",
 )
 
 
@@ -182,10 +193,17 @@ def cached_model(key: str, device: str, dtype: str) -> LoadedModel:
 
 @st.cache_resource(show_spinner=False, max_entries=32)
 def cached_trace(
-    key: str, device: str, dtype: str, text: str, target: str, max_tokens: int, continuation: int = 0
+    key: str,
+    device: str,
+    dtype: str,
+    text: str,
+    target: str,
+    max_tokens: int,
+    continuation: int = 0,
+    question: str = "",
 ) -> Trace:
     """One forward pass per (model, text, options), shared by every page and every session."""
-    return build_trace(cached_model(key, device, dtype), text, target or None, max_tokens, continuation)
+    return build_trace(cached_model(key, device, dtype), text, target or None, max_tokens, continuation, question)
 
 
 def current_trace(continuation: int = 0) -> Trace:
@@ -205,8 +223,21 @@ def current_trace(continuation: int = 0) -> Trace:
     )
     try:
         with st.spinner(spinner):
+            loaded = cached_model(key, ss["device"], ss["dtype"])
+            question = ""
+            if loaded.head.name == "question-answering":
+                with st.sidebar:
+                    question = st.text_input("Question (the text above is the context)", key="question")
+                remember("question")
             trace = cached_trace(
-                key, ss["device"], ss["dtype"], ss["text"], ss["target"].strip(), int(ss["max_tokens"]), continuation
+                key,
+                ss["device"],
+                ss["dtype"],
+                ss["text"],
+                ss["target"].strip(),
+                int(ss["max_tokens"]),
+                continuation,
+                question.strip(),
             )
     except AtlasError as err:
         st.error(str(err))
@@ -328,3 +359,31 @@ def heatmap(view: MatrixView, title: str, key: str, **kwargs) -> None:
     """A matrix view as an interactive heatmap (plotly's camera button saves it as PNG)."""
     fig = figures.attention_heatmap(view.weights, view.row_labels, view.col_labels, view.masked, title, **kwargs)
     st.plotly_chart(fig, key=key, config={"toImageButtonOptions": {"format": "png", "filename": key, "scale": 2}})
+
+
+def current_model() -> LoadedModel:
+    """The sidebar's model (already loaded by `current_trace`)."""
+    ss = st.session_state
+    return cached_model(ss["model"], ss["device"], ss["dtype"])
+
+
+def trace_for(text: str) -> Trace:
+    """A Trace of another text with the same model and settings (cached like the main one)."""
+    ss = st.session_state
+    return cached_trace(ss["model"], ss["device"], ss["dtype"], text, "", int(ss["max_tokens"]))
+
+
+@st.cache_data(show_spinner="Generating…", max_entries=64)
+def cached_continuation(
+    key: tuple, new_tokens: int, sample: bool, temperature: float, top_k: int, seed: int, _loaded, _text: str
+) -> str:
+    from viz.predictions import continuation
+
+    return continuation(_loaded, _text, new_tokens, sample, temperature, top_k, seed)
+
+
+@st.cache_data(show_spinner="Reading every layer through the output head…", max_entries=16)
+def cached_lens(key: tuple, _loaded, _trace):
+    from viz.lens import logit_lens
+
+    return logit_lens(_loaded, _trace)

@@ -13,31 +13,37 @@ ENCODER, DECODER, ENCODER_DECODER = "encoder", "decoder", "encoder-decoder"
 @dataclass(frozen=True)
 class Adapter:
     family: str  # ENCODER | DECODER | ENCODER_DECODER
-    # Substring of the module name of cross-attention layers (encoder-decoders only).
+    # Substring(s, "|"-separated) of the module names of cross-attention layers (encoder-decoders).
     cross_attention: str = ""
-    # Logit lens: module that normalises an intermediate hidden state before the output head,
-    # and the output head itself; dotted paths inside the loaded model.  The last hidden
-    # state already went through the final norm in all these models, so it is not normalised again.
+    # Logit lens: the model's own path from a hidden state to logits, as dotted module paths.
+    # `final_norm` is applied to intermediate layers only: the last hidden state the model
+    # returns has already been through it.
     final_norm: str | None = None
-    output_head: str | None = None
+    output_head: tuple[str, ...] = ()  # modules applied in order
+    logits_bias: str | None = None  # a buffer added to the logits (BART, Marian)
+    tied_output_scale: bool = False  # T5 multiplies by d_model**-0.5 before a tied LM head
 
 
+_MLM = ("cls",)
+_LM = ("lm_head",)
 ADAPTERS: dict[str, Adapter] = {
-    "bert": Adapter(ENCODER, output_head="cls"),
-    "roberta": Adapter(ENCODER, output_head="lm_head"),
-    "xlm-roberta": Adapter(ENCODER, output_head="lm_head"),
-    "distilbert": Adapter(ENCODER, output_head="vocab_projector"),
+    "bert": Adapter(ENCODER, output_head=_MLM),
+    "roberta": Adapter(ENCODER, output_head=_LM),
+    "xlm-roberta": Adapter(ENCODER, output_head=_LM),
+    "distilbert": Adapter(
+        ENCODER, output_head=("vocab_transform", "activation", "vocab_layer_norm", "vocab_projector")
+    ),
     "electra": Adapter(ENCODER),
-    "gpt2": Adapter(DECODER, final_norm="transformer.ln_f", output_head="lm_head"),
-    "llama": Adapter(DECODER, final_norm="model.norm", output_head="lm_head"),
-    "mistral": Adapter(DECODER, final_norm="model.norm", output_head="lm_head"),
-    "qwen2": Adapter(DECODER, final_norm="model.norm", output_head="lm_head"),
-    "t5": Adapter(ENCODER_DECODER, "EncDecAttention", "decoder.final_layer_norm", "lm_head"),
-    "mt5": Adapter(ENCODER_DECODER, "EncDecAttention", "decoder.final_layer_norm", "lm_head"),
-    "bart": Adapter(ENCODER_DECODER, "encoder_attn", output_head="lm_head"),
-    "mbart": Adapter(ENCODER_DECODER, "encoder_attn", "model.decoder.layer_norm", "lm_head"),
-    "marian": Adapter(ENCODER_DECODER, "encoder_attn", output_head="lm_head"),
-    "pegasus": Adapter(ENCODER_DECODER, "encoder_attn", "model.decoder.layer_norm", "lm_head"),
+    "gpt2": Adapter(DECODER, final_norm="transformer.ln_f", output_head=_LM),
+    "llama": Adapter(DECODER, final_norm="model.norm", output_head=_LM),
+    "mistral": Adapter(DECODER, final_norm="model.norm", output_head=_LM),
+    "qwen2": Adapter(DECODER, final_norm="model.norm", output_head=_LM),
+    "t5": Adapter(ENCODER_DECODER, "EncDecAttention", "decoder.final_layer_norm", _LM, tied_output_scale=True),
+    "mt5": Adapter(ENCODER_DECODER, "EncDecAttention", "decoder.final_layer_norm", _LM, tied_output_scale=True),
+    "bart": Adapter(ENCODER_DECODER, "encoder_attn", None, _LM, "final_logits_bias"),
+    "mbart": Adapter(ENCODER_DECODER, "encoder_attn", "model.decoder.layer_norm", _LM, "final_logits_bias"),
+    "marian": Adapter(ENCODER_DECODER, "encoder_attn", None, _LM, "final_logits_bias"),
+    "pegasus": Adapter(ENCODER_DECODER, "encoder_attn", "model.decoder.layer_norm", _LM, "final_logits_bias"),
 }
 
 GENERIC_CROSS_NAMES = ("encoder_attn", "EncDecAttention", "crossattention")

@@ -187,3 +187,65 @@ def weight_bars(values: np.ndarray, labels: Sequence[str], title: str, fmt: str 
         xaxis=dict(_axis(labels), tickangle=-60),
     )
     return fig
+
+
+def layer_token_heatmap(
+    z: np.ndarray,
+    token_labels: Sequence[str],
+    title: str,
+    colorscale: str = "Viridis",
+    cell_text: np.ndarray | None = None,
+    hover: np.ndarray | None = None,
+    zmin: float | None = None,
+    zmax: float | None = None,
+) -> go.Figure:
+    """Layers (rows, 0 at the bottom = embeddings) × token positions."""
+    layers = list(range(z.shape[0]))
+    heat = dict(
+        z=z,
+        x=list(range(len(token_labels))),
+        y=layers,
+        colorscale=colorscale,
+        zmin=zmin,
+        zmax=zmax,
+        colorbar=dict(thickness=10),
+    )
+    if cell_text is not None:
+        heat.update(
+            text=np.vectorize(html.escape)(cell_text.astype(str)), texttemplate="%{text}", textfont=dict(size=10)
+        )
+    if hover is not None:
+        heat.update(customdata=hover, hovertemplate="%{customdata}<extra></extra>")
+    else:
+        heat.update(hovertemplate="layer %{y} · token #%{x}: %{z:.3f}<extra></extra>")
+    fig = go.Figure(go.Heatmap(**heat))
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=13)),
+        height=max(260, 22 * len(layers) + 140),
+        margin=dict(l=10, r=10, t=40, b=10),
+        xaxis=dict(_axis(token_labels), tickangle=-60),
+        yaxis=dict(title="layer", tickmode="array", tickvals=layers),
+    )
+    return fig
+
+
+def token_scatter(coords: np.ndarray, labels: Sequence[str], x_range, y_range, title: str) -> go.Figure:
+    fig = go.Figure(
+        go.Scatter(
+            x=coords[:, 0],
+            y=coords[:, 1],
+            mode="markers+text",
+            text=plotly_text(labels),
+            textposition="top center",
+            marker=dict(size=9, color=list(range(len(labels))), colorscale="Viridis"),
+            hovertemplate="%{text}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=13)),
+        height=480,
+        margin=dict(l=10, r=10, t=40, b=10),
+        xaxis=dict(range=list(x_range), title="PC 1"),
+        yaxis=dict(range=list(y_range), title="PC 2"),
+    )
+    return fig

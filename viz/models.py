@@ -128,6 +128,8 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     load_seconds: float
+    # Head weights the checkpoint did not contain (randomly initialised): predictions would be noise.
+    untrained_head: tuple[str, ...] = ()
     module_names: dict[int, str] = field(default_factory=dict)
     forward_count: int = 0  # how many traced forward passes ran (tests check caching)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -293,12 +295,13 @@ def load_model(key: str, device: str = "auto", dtype: str = "float32") -> Loaded
         raise AtlasError(f"'{name}' has no usable text tokenizer ({err}).") from err
     auto_class = getattr(transformers, head.auto_class)
     try:
-        model = _from_pretrained(
+        model, info = _from_pretrained(
             auto_class.from_pretrained,
             source,
             attn_implementation=ATTN_IMPLEMENTATION,
             dtype=torch_dtype,
             trust_remote_code=False,
+            output_loading_info=True,
         )
     except (ValueError, KeyError) as err:
         raise AtlasError(f"'{name}' ({config.model_type}) can't be loaded with inspectable attention: {err}") from err
@@ -313,5 +316,6 @@ def load_model(key: str, device: str = "auto", dtype: str = "float32") -> Loaded
         device=torch_device,
         dtype=torch_dtype,
         load_seconds=time.perf_counter() - start,
+        untrained_head=tuple(sorted(info.get("missing_keys", ()))),
         module_names={id(module): n for n, module in model.named_modules()},
     )

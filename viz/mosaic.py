@@ -71,12 +71,15 @@ def attention_mosaic(attentions: np.ndarray, masked: np.ndarray | None = None, c
     """[layers, heads, Tq, Tk] → PNG grid; each thumbnail scaled to its own maximum so weak heads stay visible."""
     layers, heads, tq, tk = attentions.shape
     thumbs = downsample(attentions.astype(np.float32, copy=False), cell)  # [L, H, c, c]
+    # Short inputs: repeat pixels so each thumbnail is still about `cell` pixels wide.
+    zoom = max(1, cell // max(tq, tk))
     peak = thumbs.max(axis=(-2, -1), keepdims=True)
     index = np.clip(thumbs / np.where(peak > 0, peak, 1) * 255, 0, 255).astype(np.uint8)
     rgb = BLUES[index]  # [L, H, c, c, 3]
     if masked is not None and masked.any():
         mostly_masked = downsample(masked.astype(np.float32), cell) > 0.5  # [L, c, c]
         rgb[np.broadcast_to(mostly_masked[:, None], index.shape)] = MASKED_RGB
+    rgb = rgb.repeat(zoom, axis=2).repeat(zoom, axis=3)
     ch, cw = rgb.shape[2:4]
     canvas = np.full((layers * (ch + GAP) - GAP, heads * (cw + GAP) - GAP, 3), 255, dtype=np.uint8)
     for layer in range(layers):

@@ -19,6 +19,7 @@ class TokenSeq:
     display: tuple[str, ...]  # readable: markers removed, whitespace made visible
     special: np.ndarray  # [T] bool: [CLS], </s>, <|im_start|>, ...
     word_ids: tuple[int | None, ...]  # which word each token belongs to; None for specials
+    segments: tuple[int | None, ...] = ()  # for text pairs (question, context): 0 or 1 per token
 
     def __len__(self) -> int:
         return len(self.raw)
@@ -30,6 +31,7 @@ class TokenSeq:
             self.display[start:stop],
             self.special[start:stop],
             self.word_ids[start:stop],
+            self.segments[start:stop],
         )
 
 
@@ -61,7 +63,9 @@ def guess_word_ids(raw: list[str], special: np.ndarray) -> list[int | None]:
     return word_ids
 
 
-def token_seq(tokenizer, ids: list[int], word_ids: list[int | None] | None = None) -> TokenSeq:
+def token_seq(
+    tokenizer, ids: list[int], word_ids: list[int | None] | None = None, segments: list[int | None] | None = None
+) -> TokenSeq:
     raw = tokenizer.convert_ids_to_tokens(ids)
     special = np.array(tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True), dtype=bool)
     decoded = [tokenizer.decode([i], clean_up_tokenization_spaces=False) for i in ids]
@@ -74,6 +78,7 @@ def token_seq(tokenizer, ids: list[int], word_ids: list[int | None] | None = Non
         display=tuple(display_token(r, d) for r, d in zip(raw, decoded, strict=True)),
         special=special,
         word_ids=tuple(word_ids if word_ids is not None else guess_word_ids(raw, special)),
+        segments=tuple(segments or ()),
     )
 
 

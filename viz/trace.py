@@ -72,6 +72,7 @@ class Trace:
     head: str
     text: str
     target_text: str | None
+    question: str | None
     tokens: Mapping[str, TokenSeq]
     stacks: Mapping[str, AttentionStack]
     hidden_states: Mapping[str, np.ndarray]  # "encoder"/"decoder": [layers + 1, T, d_model]
@@ -157,6 +158,7 @@ def build_trace(
     target_text: str | None = None,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     continuation: int = 0,
+    question: str | None = None,
 ) -> Trace:
     """Run the model once on `text` and capture attentions, q/k/v, hidden states and logits.
 
@@ -164,19 +166,22 @@ def build_trace(
     empty, the model's own greedy output (generated first, then read in the same single pass).
     Decoder-only models with `continuation` > 0 likewise first generate that many tokens
     greedily; the pass then reads prompt + continuation (`Trace.prompt_length` marks the split).
+    Question-answering models read (`question`, `text`) as a pair, `text` being the context.
     """
     if not text or not text.strip():
         raise AtlasError("The text is empty: type something for the model to read.")
     model, tokenizer = loaded.model, loaded.tokenizer
     limit = token_limit(loaded, max_tokens)
-    full_length = len(tokenizer(text)["input_ids"])
-    enc = tokenizer(text, return_tensors="pt", truncation=True, max_length=limit)
+    pair = (question.strip(), text) if question and question.strip() else (text,)
+    full_length = len(tokenizer(*pair)["input_ids"])
+    enc = tokenizer(*pair, return_tensors="pt", truncation=True, max_length=limit)
     if "token_type_ids" not in inspect.signature(model.forward).parameters:
         enc.pop("token_type_ids", None)  # e.g. DistilBERT's tokenizer makes them, its model refuses them
     word_ids = enc.word_ids(0) if enc.is_fast else None
+    segments = enc.sequence_ids(0) if enc.is_fast and len(pair) == 2 else None
     enc = {k: v.to(loaded.device) for k, v in enc.items()}
     source_ids = enc["input_ids"][0].tolist()
-    tokens = {"source": token_seq(tokenizer, source_ids, word_ids)}
+    tokens = {"source": token_seq(tokenizer, source_ids, word_ids, segments)}
     timings = {}
     kwargs = {}
     prompt_length = len(source_ids)
@@ -227,6 +232,7 @@ def build_trace(
         head=loaded.head.name,
         text=text,
         target_text=target_text or None,
+        question=question or None,
         tokens=MappingProxyType(tokens),
         stacks=MappingProxyType(stacks),
         hidden_states=MappingProxyType({k: _numpy(torch.stack([h[0] for h in v])) for k, v in hidden.items()}),

@@ -1,0 +1,213 @@
+"""What the model head predicts, from the same forward pass: logits → softmax → tokens or labels."""
+
+import html
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from ui import shell
+from viz import figures
+from viz import predictions as P
+
+
+def show_mlm(trace, loaded):
+    tok = loaded.tokenizer
+    masks = P.fill_mask(trace, tok, k=10)
+    if not masks:
+        st.info(f"Put {tok.mask_token} in the text to ask the model to fill it — or mask any token below.")
+    for position, candidates in masks.items():
+        st.markdown(f"**{tok.mask_token} at position {position}**")
+        show_candidates(candidates, f"mask_{position}")
+    seq = trace.tokens["source"]
+    choices = [i for i in range(len(seq)) if not seq.special[i] and seq.ids[i] != tok.mask_token_id]
+    if choices:
+        position = st.selectbox(
+            "Mask a token and see what the model would put there",
+            choices,
+            index=None,
+            format_func=lambda i: f"{i}: {seq.display[i]}",
+            key="mask_position",
+        )
+        if position is not None:
+            masked_text = P.text_with_mask_at(trace, tok, position)
+            masked = shell.trace_for(masked_text)
+            st.caption(f"Input: {masked_text}")
+            for candidates in P.fill_mask(masked, tok, k=10).values():
+                show_candidates(candidates, "masked_choice")
+
+
+def show_candidates(candidates, key):
+    frame = pd.DataFrame(
+        {
+            "token": [c.token for c in candidates],
+            "probability": [c.probability for c in candidates],
+            "logit": [c.logit for c in candidates],
+        }
+    )
+    st.plotly_chart(
+        figures.weight_bars(frame["probability"].to_numpy(), frame["token"].tolist(), "probability"), key=key
+    )
+
+
+def show_causal(trace, loaded):
+    st.markdown("**Next token after the text**")
+    show_candidates(P.next_token(trace, loaded.tokenizer, k=10), "next")
+    if len(trace.tokens["source"]) > 1:
+        s = P.surprisal(trace)
+        labels = [trace.tokens["source"].display[i] for i in s.positions]
+        fig = go.Figure(
+            go.Bar(
+                x=list(range(len(labels))),
+                y=s.bits,
+                customdata=np.stack([s.probability, s.rank], 1),
+                hovertemplate="%{x}: %{y:.2f} bits · p=%{customdata[0]:.4f} · rank %{customdata[1]}<extra></extra>",
+                marker_color=np.minimum(s.rank, 20),
+                marker_colorscale="Reds",
+            )
+        )
+        fig.update_layout(
+            title="Surprisal of each actual token (−log₂ p given everything before it)",
+            height=300,
+            xaxis=dict(
+                tickmode="array", tickvals=list(range(len(labels))), ticktext=figures.plotly_text(labels), tickangle=-60
+            ),
+        )
+        st.plotly_chart(fig, key="surprisal")
+    with st.expander("Continue the text (a separate generate call)", expanded=True):
+        cols = st.columns(5)
+        mode = cols[0].radio("Decoding", ["greedy", "sample"], key="decoding")
+        n = cols[1].number_input("New tokens", 1, 200, 20, key="new_tokens")
+        temperature = cols[2].number_input("Temperature", 0.05, 5.0, 0.8, key="temperature")
+        top_k = cols[3].number_input("Top-k", 1, 1000, 50, key="top_k")
+        seed = cols[4].number_input("Seed", 0, 10_000, 0, key="seed")
+        text = shell.cached_continuation(
+            shell.trace_key(trace),
+            int(n),
+            mode == "sample",
+            float(temperature),
+            int(top_k),
+            int(seed),
+            _loaded=loaded,
+            _text=trace.text,
+        )
+        st.markdown(f"{html.escape(trace.text)}**{html.escape(text)}**")
+
+
+def show_seq2seq(trace, loaded):
+    p = P.target_probabilities(trace)
+    target = trace.tokens["target"]
+    st.markdown("**Output:** " + html.escape(loaded.tokenizer.decode(target.ids.tolist(), skip_special_tokens=True)))
+    st.plotly_chart(
+        figures.weight_bars(p, list(target.display), "probability of each output token when produced"),
+        key="target_probs",
+    )
+
+
+def show_classes(trace, loaded):
+    rows = P.class_probabilities(trace, loaded.model.config)
+    frame = pd.DataFrame(rows, columns=["label", "probability", "logit"])
+    st.plotly_chart(
+        figures.weight_bars(frame["probability"].to_numpy(), frame["label"].tolist(), "p(label)"), key="classes"
+    )
+    st.dataframe(frame, hide_index=True)
+
+
+PALETTE = ["#fde0dd", "#e0ecf4", "#e5f5e0", "#fff7bc", "#efedf5", "#fee6ce", "#deebf7", "#f0f0f0"]
+
+
+def show_token_labels(trace, loaded):
+    words = P.word_labels(P.token_labels(trace, loaded.model.config), trace)
+    labels = sorted({label for _, label, _ in words})
+    colour = {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(labels)}
+    spans = " ".join(
+        f"<span style='background:{colour[label]};padding:2px 4px;border-radius:4px' title='{score:.3f}'>"
+        f"{html.escape(word)} <sub>{html.escape(label)}</sub></span>"
+        for word, label, score in words
+    )
+    st.html(f"<div style='line-height:2.2'>{spans}</div>")
+    st.dataframe(pd.DataFrame(words, columns=["word", "label", "score"]), hide_index=True)
+
+
+def show_qa(trace, loaded):
+    if not trace.question:
+        st.info("Type a question in the sidebar; the text is the context the answer is taken from.")
+        return
+    spans = P.answer_spans(trace, loaded.tokenizer, k=5)
+    if spans:
+        st.success(f"**Answer:** {spans[0].text}  (score {spans[0].score:.3f})")
+    st.dataframe(
+        pd.DataFrame(
+            [(s.text, s.score, s.start, s.end, s.start_logit, s.end_logit) for s in spans],
+            columns=["span", "score", "start", "end", "start logit", "end logit"],
+        ),
+        hide_index=True,
+    )
+
+
+def show_embedding(trace, loaded):
+    st.caption(
+        "This encoder has no prediction head: it is a sentence-embedding model. Its output is the mean of "
+        "the last layer's token vectors, normalised to length 1."
+    )
+    vector = P.sentence_embedding(trace)
+    st.plotly_chart(
+        figures.vectors_heatmap(vector[None], ["embedding"], f"{len(vector)}-d sentence embedding", height=140),
+        key="embedding",
+    )
+    other = st.text_input("Compare with another text", "A cat was sitting on a rug.", key="compare_text")
+    if other.strip():
+        st.metric("cosine similarity", f"{P.cosine(vector, P.sentence_embedding(shell.trace_for(other))):.3f}")
+    labels = st.text_input(
+        "Candidate labels (comma-separated): zero-shot by similarity",
+        "animals, sports, politics, weather",
+        key="candidate_labels",
+    )
+    names = [x.strip() for x in labels.split(",") if x.strip()]
+    if names:
+        scores = np.array([P.cosine(vector, P.sentence_embedding(shell.trace_for(n))) for n in names])
+        st.plotly_chart(figures.weight_bars(scores, names, "cosine similarity to each label", ".3f"), key="zeroshot")
+
+
+RENDER = {
+    "masked-lm": show_mlm,
+    "causal-lm": show_causal,
+    "seq2seq-lm": show_seq2seq,
+    "sequence-classification": show_classes,
+    "token-classification": show_token_labels,
+    "question-answering": show_qa,
+}
+
+shell.page_setup("Predictions")
+trace = shell.current_trace()
+loaded = shell.current_model()
+st.markdown(f"**{trace.model_class}** — loaded with `{loaded.head.auto_class}`; head: **{trace.head}**")
+if loaded.untrained_head:
+    st.warning(
+        f"This checkpoint has no trained weights for its {trace.head} head "
+        f"({', '.join(loaded.untrained_head[:4])}…): they would be random, so no predictions are shown."
+    )
+elif trace.head in RENDER:
+    RENDER[trace.head](trace, loaded)
+elif trace.family == "encoder":
+    show_embedding(trace, loaded)
+else:
+    st.info("This checkpoint has no task head: it only produces hidden states (see the Hidden states page).")
+
+if trace.outputs and not loaded.untrained_head:
+    with st.expander("How the head turns the last hidden state into predictions"):
+        st.table(pd.DataFrame(P.head_modules(loaded.model), columns=["module", "layers"]))
+        name, logits = next(iter(trace.outputs.items()))
+        row = logits if logits.ndim == 1 else logits[-1]
+        probs = P.softmax(row)
+        top = np.argsort(-row)[:10]
+        id2label = loaded.model.config.id2label if row.shape[-1] == loaded.model.config.num_labels else None
+        names = [id2label[int(i)] if id2label else loaded.tokenizer.decode([int(i)]) for i in top]
+        st.caption(
+            f"`{name}` of the last position: raw scores → softmax → probabilities"
+            + (" → id2label" if id2label else " → tokens")
+        )
+        st.dataframe(
+            pd.DataFrame({"id": top, "label / token": names, "logit": row[top], "softmax": probs[top]}), hide_index=True
+        )

@@ -1,0 +1,76 @@
+"""How each token's vector changes through the layers, and what each layer would predict."""
+
+import numpy as np
+import streamlit as st
+
+from ui import shell
+from viz import figures
+from viz.hidden import layer_cosines, norms, pca_2d
+from viz.lens import lens_available
+
+shell.page_setup("Hidden states & logit lens")
+trace = shell.current_trace()
+loaded = shell.current_model()
+names = list(trace.hidden_states)
+stack = st.radio("Stack", names, horizontal=True, key="hidden_stack") if len(names) > 1 else names[0]
+hidden = trace.hidden_states[stack]
+tokens = trace.tokens["source" if stack == "encoder" or "cross" not in trace.stacks else "decoder_input"]
+labels = list(tokens.display)
+
+left, right = st.columns(2)
+# log10: a few tokens (often the first, an "attention sink") grow norms 100× larger than the rest.
+left.plotly_chart(
+    figures.layer_token_heatmap(np.log10(norms(hidden)), labels, "log₁₀ vector norm (layer 0 = embeddings)"),
+    key="norms",
+)
+right.plotly_chart(
+    figures.layer_token_heatmap(
+        layer_cosines(hidden), labels, "cosine(before, after) of each layer", "RdBu", zmin=-1, zmax=1
+    ),
+    key="cosines",
+)
+
+projection = pca_2d(hidden)
+layer = st.slider("PCA: layer", 0, len(hidden) - 1, len(hidden) - 1, key="pca_layer")
+st.plotly_chart(
+    figures.token_scatter(
+        projection.coords[layer],
+        labels,
+        projection.x_range,
+        projection.y_range,
+        f"token vectors after layer {layer} (one PCA for all layers: "
+        f"{projection.explained[0]:.0%} + {projection.explained[1]:.0%} of the variance)",
+    ),
+    key="pca",
+)
+
+st.subheader("Logit lens")
+if not lens_available(loaded) or loaded.untrained_head:
+    st.info("The logit lens reads hidden states through a trained language-model head; this model has none.")
+    st.stop()
+lens = shell.cached_lens(shell.trace_key(trace), _loaded=loaded, _trace=trace)
+lens_tokens = trace.tokens["decoder_input" if lens.stack == "decoder" and "cross" in trace.stacks else "source"]
+decode = np.vectorize(lambda i: loaded.tokenizer.decode([int(i)]).strip() or "␣")
+top1 = decode(lens.top_ids[..., 0])
+hover = np.empty(top1.shape, dtype=object)
+for (la, t), _ in np.ndenumerate(top1):
+    hover[la, t] = f"layer {la} · after “{lens_tokens.display[t]}”<br>" + "<br>".join(
+        f"{decode(i)}: {p:.3f}" for i, p in zip(lens.top_ids[la, t], lens.top_probs[la, t], strict=True)
+    )
+st.plotly_chart(
+    figures.layer_token_heatmap(
+        lens.top_probs[..., 0],
+        list(lens_tokens.display),
+        "top-1 prediction at each layer (colour = its probability)",
+        "Blues",
+        top1,
+        np.vectorize(lambda s: s.replace("<", "&lt;").replace(">", "&gt;"))(hover),
+        0,
+        1,
+    ),
+    key="lens",
+)
+st.caption(
+    "Each layer's hidden state is passed through the model's final norm and output head. "
+    "The last row is exactly the model's own prediction."
+)

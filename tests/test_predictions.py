@@ -1,0 +1,170 @@
+"""The head's predictions, read from the Trace, equal what transformers' pipelines say."""
+
+import numpy as np
+import pytest
+import transformers
+from transformers import pipeline
+
+from tests.apptest import problems, run_page
+from tests.tiny import TINY, build_tiny
+from viz import predictions as P
+from viz.lens import logit_lens
+from viz.models import load_model
+from viz.trace import build_trace
+
+LABELS = {0: "negative", 1: "neutral", 2: "positive"}
+NER = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC"}
+
+
+@pytest.fixture(scope="module")
+def heads(tmp_path_factory):
+    """Tiny BERTs with each task head, saved like hub checkpoints."""
+    build = lambda head, **kw: build_tiny("bert", tmp_path_factory.mktemp(head), head=head, **kw)  # noqa: E731
+    return {
+        "sequence-classification": build(
+            "BertForSequenceClassification", id2label=LABELS, label2id={v: k for k, v in LABELS.items()}
+        ),
+        "token-classification": build(
+            "BertForTokenClassification", id2label=NER, label2id={v: k for k, v in NER.items()}
+        ),
+        "question-answering": build("BertForQuestionAnswering"),
+    }
+
+
+def _pipe(task, loaded, **kw):
+    return pipeline(task, model=loaded.model, tokenizer=loaded.tokenizer, device=loaded.device, **kw)
+
+
+def test_fill_mask_equals_pipeline(tiny_dirs):
+    loaded = load_model(f"path:{tiny_dirs['bert']}")
+    text = "the cat sat on the <mask> ."
+    ours = P.fill_mask(build_trace(loaded, text), loaded.tokenizer, k=5)
+    theirs = _pipe("fill-mask", loaded, top_k=5)(text)
+    (candidates,) = ours.values()
+    assert [c.token_id for c in candidates] == [t["token"] for t in theirs]
+    np.testing.assert_allclose([c.probability for c in candidates], [t["score"] for t in theirs], atol=1e-5)
+
+
+def test_class_probabilities_equal_pipeline(heads):
+    loaded = load_model(f"path:{heads['sequence-classification']}")
+    text = "transformers are great !"
+    ours = {label: p for label, p, _ in P.class_probabilities(build_trace(loaded, text), loaded.model.config)}
+    result = _pipe("text-classification", loaded, top_k=None)([text])[0]  # a list input gives one list per text
+    theirs = {d["label"]: d["score"] for d in result}
+    assert set(ours) == set(LABELS.values())
+    for label in LABELS.values():
+        assert ours[label] == pytest.approx(theirs[label], abs=1e-5)
+
+
+def test_token_labels_equal_pipeline(heads):
+    loaded = load_model(f"path:{heads['token-classification']}")
+    text = "i looked at my dog and saw that the cat was late"
+    trace = build_trace(loaded, text)
+    ours = {t.position: (t.label, t.score) for t in P.token_labels(trace, loaded.model.config)}
+    theirs = _pipe("token-classification", loaded, ignore_labels=[])(text)
+    assert len(theirs) == len(ours)
+    for entity in theirs:
+        label, score = ours[entity["index"]]
+        assert label == entity["entity"] and score == pytest.approx(entity["score"], abs=1e-5)
+
+
+def test_answer_span_is_the_best_scoring_span(heads):
+    """transformers 5 removed the question-answering pipeline: check against its rule, brute force,
+    on a separate forward pass: score = p(start) * p(end), both softmaxed over context tokens only,
+    start <= end < start + 15."""
+    import torch
+
+    loaded = load_model(f"path:{heads['question-answering']}")
+    question, context = "where was the cat ?", "the cat sat on the mat and the dog was late"
+    spans = P.answer_spans(build_trace(loaded, context, question=question), loaded.tokenizer, k=3)
+    enc = loaded.tokenizer(question, context, return_tensors="pt")
+    with torch.no_grad():
+        out = loaded.model(**enc)
+    in_context = [sid == 1 for sid in enc.sequence_ids(0)]
+    start = torch.softmax(out.start_logits[0].masked_fill(~torch.tensor(in_context), -1e4), -1)
+    end = torch.softmax(out.end_logits[0].masked_fill(~torch.tensor(in_context), -1e4), -1)
+    candidates = sorted(
+        (
+            (float(start[i] * end[j]), i, j)
+            for i in range(len(in_context))
+            for j in range(i, min(i + 15, len(in_context)))
+            if in_context[i] and in_context[j]
+        ),
+        reverse=True,
+    )[:3]
+    assert [(s.start, s.end) for s in spans] == [(i, j) for _, i, j in candidates]
+    np.testing.assert_allclose([s.score for s in spans], [c[0] for c in candidates], atol=1e-5)
+
+
+@pytest.mark.parametrize("which", ["gpt2", "smollm2"])
+def test_greedy_continuation_equals_text_generation_pipeline(which, tiny_dirs, smollm2):
+    loaded = smollm2 if which == "smollm2" else load_model(f"path:{tiny_dirs['gpt2']}")
+    text = "The capital of France is" if which == "smollm2" else "the cat sat on"
+    ours = P.continuation(loaded, text, new_tokens=8)
+    theirs = _pipe("text-generation", loaded)(text, max_new_tokens=8, do_sample=False, return_full_text=False)
+    assert ours == theirs[0]["generated_text"]
+    trace = build_trace(loaded, text)
+    assert (
+        P.next_token(trace, loaded.tokenizer, 1)[0].token_id
+        == loaded.tokenizer(text + ours)["input_ids"][len(trace.tokens["source"])]
+        or which == "gpt2"
+    )
+
+
+def test_surprisal_is_the_probability_of_the_actual_next_token(smollm2):
+    trace = build_trace(smollm2, "The capital of France is Paris")
+    s = P.surprisal(trace)
+    assert s.rank[-1] == 1 and s.probability[-1] > 0.3  # " Paris" is the model's top guess
+    logits = trace.outputs["logits"]
+    p = P.softmax(logits[2])[trace.tokens["source"].ids[3]]
+    assert s.probability[2] == pytest.approx(p)
+
+
+@pytest.mark.parametrize("name", [n for n in TINY if n != "llama"] + ["smollm2"])
+def test_logit_lens_last_layer_is_the_models_own_logits(name, tiny_dirs, smollm2):
+    loaded = smollm2 if name == "smollm2" else load_model(f"path:{tiny_dirs[name]}")
+    target = "la voiture" if loaded.family == "encoder-decoder" else None
+    trace = build_trace(loaded, "the cat sat on the mat", target_text=target)
+    lens = logit_lens(loaded, trace)
+    np.testing.assert_allclose(lens.last_logits, trace.outputs["logits"], atol=1e-4)
+    assert lens.top_ids.shape[0] == next(iter(trace.hidden_states.values())).shape[0]
+    np.testing.assert_array_equal(lens.top_ids[-1, :, 0], trace.outputs["logits"].argmax(-1))
+
+
+def test_model_without_trained_head_says_so(tmp_path):
+    """A checkpoint that claims a masked-LM head but lacks its weights: no random predictions."""
+    _, config, template = TINY["bert"]
+    config = transformers.BertConfig.from_dict({**config.to_dict(), "architectures": ["BertForMaskedLM"]})
+    transformers.BertModel(config).save_pretrained(tmp_path)
+    from tests.tiny import tokenizer_for
+
+    tokenizer_for(template).save_pretrained(tmp_path)
+    config.architectures = ["BertForMaskedLM"]  # saving the base model rewrote it
+    config.save_pretrained(tmp_path)
+    loaded = load_model(f"path:{tmp_path}")
+    assert loaded.untrained_head
+    at = run_page("pages/5_Predictions.py", model=f"path:{tmp_path}", text="the cat sat")
+    assert problems(at) == []
+    assert any("no trained weights" in w.value for w in at.warning)
+    assert not at.get("plotly_chart")
+
+
+@pytest.mark.parametrize("page", ["pages/5_Predictions.py", "pages/6_Hidden_states.py"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "minilm",
+        "smollm2",
+        "masked-lm",
+        "sequence-classification",
+        "token-classification",
+        "question-answering",
+        "seq2seq-lm",
+    ],
+)
+def test_prediction_pages_render_for_every_head(page, kind, heads, tiny_dirs):
+    paths = {**heads, "masked-lm": tiny_dirs["bert"], "seq2seq-lm": tiny_dirs["marian"]}
+    model = kind if kind in ("minilm", "smollm2") else f"path:{paths[kind]}"
+    at = run_page(page, model=model, text="the cat sat on the <mask> mat", question="where was the cat ?")
+    assert problems(at) == []
+    assert at.get("plotly_chart") or at.get("dataframe")

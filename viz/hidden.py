@@ -1,0 +1,43 @@
+"""Hidden states across layers: norms, how much each layer turns a token, and a 2-D map."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def norms(hidden: np.ndarray) -> np.ndarray:
+    """[layers + 1, T]: length of each token's vector after each layer (layer 0 = embeddings)."""
+    return np.linalg.norm(hidden.astype(np.float64), axis=-1)
+
+
+def layer_cosines(hidden: np.ndarray) -> np.ndarray:
+    """[layers, T]: cosine similarity of each token's vector before and after each layer."""
+    h = hidden.astype(np.float64)
+    a, b = h[:-1], h[1:]
+    return (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
+
+
+@dataclass(frozen=True)
+class Projection:
+    coords: np.ndarray  # [layers + 1, T, 2]
+    x_range: tuple[float, float]  # the same axes for every layer, so motion between layers is visible
+    y_range: tuple[float, float]
+    explained: tuple[float, float]  # share of variance on each axis
+
+
+def pca_2d(hidden: np.ndarray) -> Projection:
+    """One PCA fitted on the token vectors of all layers together, then applied to each layer."""
+    flat = hidden.reshape(-1, hidden.shape[-1]).astype(np.float64)
+    centred = flat - flat.mean(axis=0)
+    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    coords = (centred @ vt[:2].T).reshape(*hidden.shape[:2], 2)
+    variance = singular**2 / max((singular**2).sum(), 1e-12)
+    pad = lambda lo, hi: (lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))  # noqa: E731
+    return Projection(
+        coords,
+        pad(float(coords[..., 0].min()), float(coords[..., 0].max())),
+        pad(float(coords[..., 1].min()), float(coords[..., 1].max())),
+        (float(variance[0]), float(variance[1]) if len(variance) > 1 else 0.0),
+    )

@@ -1,0 +1,218 @@
+"""What the model head predicts, read from the Trace's logits (no second forward pass).
+
+Each function mirrors what the matching transformers pipeline computes, so the numbers
+can be checked against it: softmax over the vocabulary or the labels, spans scored by
+start × end probabilities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from viz.trace import Trace
+
+
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    z = np.exp(z - z.max(axis=axis, keepdims=True))
+    return z / z.sum(axis=axis, keepdims=True)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    token_id: int
+    token: str
+    probability: float
+    logit: float
+
+
+def top_candidates(logits: np.ndarray, tokenizer, k: int = 10) -> list[Candidate]:
+    probs = softmax(logits)
+    order = np.argsort(-probs, kind="stable")[:k]
+    return [Candidate(int(i), tokenizer.decode([int(i)]), float(probs[i]), float(logits[i])) for i in order]
+
+
+# ---------------------------------------------------------------- masked LM
+def mask_positions(trace: Trace, tokenizer) -> list[int]:
+    return [i for i, t in enumerate(trace.tokens["source"].ids) if t == tokenizer.mask_token_id]
+
+
+def fill_mask(trace: Trace, tokenizer, k: int = 10) -> dict[int, list[Candidate]]:
+    """For every mask token: the top-k fillers (as the fill-mask pipeline)."""
+    logits = trace.outputs["logits"]
+    return {i: top_candidates(logits[i], tokenizer, k) for i in mask_positions(trace, tokenizer)}
+
+
+def text_with_mask_at(trace: Trace, tokenizer, position: int) -> str:
+    """The input text with one token replaced by the mask: ask the model what it would put there."""
+    seq = trace.tokens["source"]
+    ids = [
+        tokenizer.mask_token_id if j == position else int(i)
+        for j, i in enumerate(seq.ids)
+        if j == position or not seq.special[j]
+    ]
+    return tokenizer.decode(ids)
+
+
+# ---------------------------------------------------------------- causal LM
+def next_token(trace: Trace, tokenizer, k: int = 10) -> list[Candidate]:
+    return top_candidates(trace.outputs["logits"][-1], tokenizer, k)
+
+
+@dataclass(frozen=True)
+class Surprisal:
+    positions: np.ndarray  # [T-1]: index of the predicted token
+    probability: np.ndarray  # [T-1]: p(actual token | everything before it)
+    rank: np.ndarray  # [T-1]: 1 = the model's top guess
+    bits: np.ndarray  # [T-1]: -log2 p
+
+
+def surprisal(trace: Trace) -> Surprisal:
+    """How expected each actual next token was (position i's logits predict token i+1)."""
+    logits = trace.outputs["logits"][:-1]
+    actual = trace.tokens["source"].ids[1:]
+    probs = softmax(logits)
+    p = probs[np.arange(len(actual)), actual]
+    rank = (probs > p[:, None]).sum(axis=1) + 1
+    return Surprisal(np.arange(1, len(actual) + 1), p, rank, -np.log2(np.maximum(p, 1e-300)))
+
+
+# ---------------------------------------------------------------- encoder-decoder
+def target_probabilities(trace: Trace) -> np.ndarray:
+    """p(target token i) at the decoder step that produced it."""
+    probs = softmax(trace.outputs["logits"])
+    target = trace.tokens["target"].ids
+    return probs[np.arange(len(target)), target]
+
+
+# ---------------------------------------------------------------- classification heads
+def label_scores(logits: np.ndarray, config) -> np.ndarray:
+    """Softmax, or sigmoid for multi-label / single-logit heads (the pipelines' rule)."""
+    if config.problem_type == "multi_label_classification" or config.num_labels == 1:
+        return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+    return softmax(logits)
+
+
+def class_probabilities(trace: Trace, config) -> list[tuple[str, float, float]]:
+    """(label, probability, logit) for every id2label entry, in label order."""
+    logits = trace.outputs["logits"]
+    scores = label_scores(logits, config)
+    return [(config.id2label[i], float(scores[i]), float(logits[i])) for i in range(len(logits))]
+
+
+@dataclass(frozen=True)
+class TokenLabel:
+    position: int
+    token: str
+    label: str
+    score: float
+
+
+def token_labels(trace: Trace, config) -> list[TokenLabel]:
+    """The argmax label of every non-special token (token-classification pipeline, no aggregation)."""
+    scores = softmax(trace.outputs["logits"])
+    seq = trace.tokens["source"]
+    return [
+        TokenLabel(i, seq.display[i], config.id2label[int(scores[i].argmax())], float(scores[i].max()))
+        for i in range(len(seq))
+        if not seq.special[i]
+    ]
+
+
+def word_labels(labels: list[TokenLabel], trace: Trace) -> list[tuple[str, str, float]]:
+    """Merge pieces of one word: the word takes its first piece's label (the pipeline's 'first' rule)."""
+    seq = trace.tokens["source"]
+    words: list[tuple[str, str, float]] = []
+    previous = None
+    for item in labels:
+        word = seq.word_ids[item.position]
+        if word is not None and word == previous:
+            text, label, score = words[-1]
+            words[-1] = (text + item.token, label, score)
+        else:
+            words.append((item.token, item.label, item.score))
+        previous = word
+    return words
+
+
+# ---------------------------------------------------------------- question answering
+@dataclass(frozen=True)
+class Span:
+    start: int
+    end: int  # inclusive token positions
+    score: float  # p(start) * p(end)
+    start_logit: float
+    end_logit: float
+    text: str
+
+
+def answer_spans(trace: Trace, tokenizer, k: int = 5, max_answer_len: int = 15) -> list[Span]:
+    """Best answer spans inside the context (as the question-answering pipeline scores them)."""
+    seq = trace.tokens["source"]
+    context = np.array([s == 1 for s in seq.segments]) if seq.segments else ~seq.special
+    start_logits, end_logits = trace.outputs["start_logits"], trace.outputs["end_logits"]
+    start = softmax(np.where(context, start_logits, -10000.0))
+    end = softmax(np.where(context, end_logits, -10000.0))
+    scores = np.triu(np.tril(np.outer(start, end), max_answer_len - 1))
+    spans = []
+    for flat in np.argsort(-scores, axis=None, kind="stable")[: k * 4]:
+        s, e = np.unravel_index(flat, scores.shape)
+        if not (context[s] and context[e]):
+            continue
+        text = tokenizer.decode(seq.ids[s : e + 1].tolist()).strip()
+        spans.append(Span(int(s), int(e), float(scores[s, e]), float(start_logits[s]), float(end_logits[e]), text))
+        if len(spans) == k:
+            break
+    return spans
+
+
+# ---------------------------------------------------------------- sentence embeddings
+def sentence_embedding(trace: Trace) -> np.ndarray:
+    """Mean over all token vectors of the last layer, L2-normalised (sentence-transformers' recipe)."""
+    vector = trace.hidden_states["encoder"][-1].astype(np.float64).mean(axis=0)
+    return vector / np.linalg.norm(vector)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+# ---------------------------------------------------------------- continuation (a separate generate call)
+def continuation(
+    loaded,
+    text: str,
+    new_tokens: int = 20,
+    sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int = 50,
+    seed: int = 0,
+) -> str:
+    """Greedy or sampled continuation of `text` (what the text-generation pipeline returns)."""
+    import torch
+
+    enc = loaded.tokenizer(text, return_tensors="pt").to(loaded.device)
+    kwargs = dict(max_new_tokens=new_tokens, do_sample=sample)
+    if sample:
+        torch.manual_seed(seed)
+        kwargs.update(temperature=temperature, top_k=top_k)
+    else:
+        kwargs.update(num_beams=1)
+    with torch.inference_mode():
+        out = loaded.model.generate(
+            **enc, **kwargs, pad_token_id=loaded.tokenizer.pad_token_id or loaded.tokenizer.eos_token_id
+        )
+    return loaded.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def head_modules(model) -> list[tuple[str, str]]:
+    """The modules a task head adds on top of the base transformer, with their parameter shapes."""
+    base = getattr(model, "base_model_prefix", "")
+    rows = []
+    for name, module in model.named_children():
+        if name == base:
+            continue
+        shapes = ", ".join(f"{p}: {tuple(t.shape)}" for p, t in module.named_parameters()) or "no parameters"
+        rows.append((name, f"{type(module).__name__} — {shapes}"))
+    return rows
