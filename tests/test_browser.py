@@ -100,3 +100,20 @@ def test_user_text_is_never_executed(chromium, app_url):
     assert page.dialogs == []
     assert page.evaluate("window.__pwned") is None
     assert page.locator(".js-plotly-plot b").count() == 0  # tokens are shown as text, not markup
+
+
+def test_model_view_click_opens_that_head(chromium, app_url):
+    page = open_page(chromium, f"{app_url}/Model_view?model=minilm&text=time+flies+like+an+arrow")
+    page.wait_for_selector(".js-plotly-plot .scatterlayer .point", timeout=120_000)
+    # markers are laid out layer by layer: index 2 * 12 + 7 is layer 2, head 7
+    page.locator(".js-plotly-plot .scatterlayer .point").nth(2 * 12 + 7).click(force=True)
+    page.wait_for_selector("text=Layer 2, head 7", timeout=60_000)
+    assert page.external == []
+
+
+def test_bertviz_draws_offline(chromium, app_url):
+    page = open_page(chromium, f"{app_url}/bertviz?model=minilm&text=time+flies+like+an+arrow")
+    frame = page.wait_for_selector("iframe", timeout=120_000).content_frame()
+    frame.wait_for_selector("svg text", timeout=60_000)  # d3 drew the tokens
+    assert "arrow" in frame.inner_text("body")
+    assert page.external == []

@@ -23,6 +23,17 @@ VOCAB = 64  # > len(WORDS) + specials
 _common = dict(vocab_size=VOCAB, pad_token_id=0, bos_token_id=2, eos_token_id=3)
 ENC = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, max_position_embeddings=64)
 
+SEQ2SEQ = dict(
+    d_model=32,
+    encoder_layers=2,
+    decoder_layers=2,
+    encoder_attention_heads=4,
+    decoder_attention_heads=4,
+    encoder_ffn_dim=37,
+    decoder_ffn_dim=37,
+    max_position_embeddings=64,
+)
+
 # name -> (model class, config, tokenizer template)
 TINY = {
     "bert": ("BertForMaskedLM", transformers.BertConfig(**ENC, **_common), "cls-sep"),
@@ -73,14 +84,7 @@ TINY = {
     "bart": (
         "BartForConditionalGeneration",
         transformers.BartConfig(
-            d_model=32,
-            encoder_layers=2,
-            decoder_layers=2,
-            encoder_attention_heads=4,
-            decoder_attention_heads=4,
-            encoder_ffn_dim=37,
-            decoder_ffn_dim=37,
-            max_position_embeddings=64,
+            **SEQ2SEQ,
             decoder_start_token_id=3,
             forced_eos_token_id=None,
             **_common,
@@ -90,14 +94,7 @@ TINY = {
     "marian": (
         "MarianMTModel",
         transformers.MarianConfig(
-            d_model=32,
-            encoder_layers=2,
-            decoder_layers=2,
-            encoder_attention_heads=4,
-            decoder_attention_heads=4,
-            encoder_ffn_dim=37,
-            decoder_ffn_dim=37,
-            max_position_embeddings=64,
+            **SEQ2SEQ,
             decoder_start_token_id=0,
             decoder_vocab_size=VOCAB,
             **_common,

@@ -1,0 +1,136 @@
+"""Benchmark: what the Model view costs at long inputs, against the alternatives it replaces.
+
+    python3 bench/bench_views.py [--tokens 512]
+
+One run, one machine; figures are reported as ratios against bertviz's model_view and a grid
+of plotly heatmaps measured in the same run. Targets (issue 3): at 512 tokens on a 12×12 model,
+server build <= 1.5 s and <= 5 MB sent to the browser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import plotly.graph_objects as go
+import torch
+import transformers
+from plotly.subplots import make_subplots
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+transformers.logging.set_verbosity_error()
+
+from viz import figures  # noqa: E402
+from viz.bertviz_views import model_view_html  # noqa: E402
+from viz.models import load_model  # noqa: E402
+from viz.mosaic import GAP, attention_mosaic  # noqa: E402
+from viz.trace import build_trace  # noqa: E402
+
+TEXT = ("The quick brown fox jumps over the lazy dog while the cat sat on the mat and time flies like an arrow. ") * 60
+
+
+def timed(fn, repeat=3):
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def model_view_cost(stack, rows) -> dict:
+    """What the Model view page builds and sends: the mosaic figure plus one full head heatmap."""
+    seconds, mosaic = timed(lambda: attention_mosaic(stack.attentions, stack.masked))
+
+    def figures_json():
+        grid = figures.mosaic_figure(
+            mosaic.png, mosaic.width, mosaic.height, mosaic.cell, stack.n_layers, stack.n_heads, GAP
+        )
+        head = figures.attention_heatmap(stack.attentions[0, 0], rows, rows, stack.masked[0])
+        return len(grid.to_json()) + len(head.to_json())
+
+    json_seconds, sent = timed(figures_json, repeat=1)
+    return dict(
+        build_s=round(seconds + json_seconds, 3),
+        mosaic_s=round(seconds, 3),
+        sent_mb=round(sent / 1e6, 2),
+        png_mb=round(len(mosaic.png) / 1e6, 2),
+    )
+
+
+def plotly_grid_bytes(stack) -> int:
+    fig = make_subplots(rows=stack.n_layers, cols=stack.n_heads)
+    for layer in range(stack.n_layers):
+        for head in range(stack.n_heads):
+            fig.add_trace(go.Heatmap(z=stack.attentions[layer, head], showscale=False), row=layer + 1, col=head + 1)
+    return len(fig.to_json())
+
+
+def random_bert_base():
+    """12 layers × 12 heads like bert-base (random weights: no 12×12 model ships offline)."""
+    from viz.architectures import adapter_for
+    from viz.models import LoadedModel, head_kind_for
+
+    config = transformers.BertConfig(num_hidden_layers=12, num_attention_heads=12, hidden_size=768)
+    torch.manual_seed(0)
+    model = transformers.BertModel(config, add_pooling_layer=False)
+    model.set_attn_implementation("atlas")
+    minilm = load_model("minilm")
+    return LoadedModel(
+        "random-bert-base",
+        "random bert-base (12×12)",
+        model.eval(),
+        minilm.tokenizer,
+        head_kind_for(config),
+        adapter_for(config),
+        torch.device("cpu"),
+        torch.float32,
+        0.0,
+        module_names={id(m): n for n, m in model.named_modules()},
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tokens", type=int, default=512)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    import viz.capture  # noqa: F401  registers the "atlas" attention implementation
+
+    report = {"tokens": args.tokens}
+    for name, loaded in (
+        ("MiniLM-L6 (6×12, real)", load_model("minilm")),
+        ("bert-base (12×12, random)", random_bert_base()),
+    ):
+        forward_s, trace = timed(lambda m=loaded: build_trace(m, TEXT, max_tokens=args.tokens), repeat=1)
+        stack = trace.stacks["encoder"]
+        rows = list(trace.tokens["source"].display)
+        report[name] = dict(forward_and_capture_s=round(forward_s, 2), **model_view_cost(stack, rows))
+        print(name, report[name], flush=True)
+
+    # The alternatives, at 128 tokens (at 512 bertviz needs ~1.7 GB of HTML and 90 s).
+    minilm = load_model("minilm")
+    trace = build_trace(minilm, TEXT, max_tokens=128)
+    stack, rows = trace.stacks["encoder"], list(trace.tokens["source"].display)
+    ours = model_view_cost(stack, rows)
+    bertviz_s, html = timed(lambda: model_view_html(trace), repeat=1)
+    grid_s, grid_bytes = timed(lambda: plotly_grid_bytes(stack), repeat=1)
+    report["at 128 tokens, MiniLM 6×12"] = {
+        "model view (ours)": ours,
+        "bertviz model_view": dict(build_s=round(bertviz_s, 2), sent_mb=round(len(html) / 1e6, 1)),
+        "72 plotly heatmaps": dict(build_s=round(grid_s, 2), sent_mb=round(grid_bytes / 1e6, 1)),
+        "bytes ratio bertviz/ours": round(len(html) / 1e6 / ours["sent_mb"], 1),
+        "bytes ratio plotly-grid/ours": round(grid_bytes / 1e6 / ours["sent_mb"], 1),
+        "time ratio bertviz/ours": round(bertviz_s / ours["build_s"], 1),
+    }
+    print(json.dumps(report, indent=2))
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "views.json").write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""English -> a French-like word order, for a small Marian model with crossing alignments.
+
+A small grammar over a real English/French lexicon. French adjectives follow the noun and,
+when there are two, come in mirrored order ("the small black cat" -> "le chat noir petit"),
+as in Bahdanau et al. 2015, Fig. 3 ("European Economic Area" -> "zone économique
+européenne"). Determiners and adjectives agree in gender with the noun.
+"""
+
+from __future__ import annotations
+
+import random
+
+from training.common import Example, Piece
+
+# english -> (french, gender)
+NOUNS = {
+    "cat": ("chat", "m"),
+    "dog": ("chien", "m"),
+    "car": ("voiture", "f"),
+    "house": ("maison", "f"),
+    "book": ("livre", "m"),
+    "table": ("table", "f"),
+    "flower": ("fleur", "f"),
+    "boy": ("garçon", "m"),
+    "girl": ("fille", "f"),
+    "woman": ("femme", "f"),
+    "city": ("ville", "f"),
+    "garden": ("jardin", "m"),
+    "ball": ("balle", "f"),
+    "horse": ("cheval", "m"),
+    "door": ("porte", "f"),
+    "train": ("train", "m"),
+    "river": ("rivière", "f"),
+    "mouse": ("souris", "f"),
+    "teacher": ("professeur", "m"),
+    "bike": ("vélo", "m"),
+    "road": ("route", "f"),
+    "box": ("boîte", "f"),
+    "cake": ("gâteau", "m"),
+    "shirt": ("chemise", "f"),
+    "hat": ("chapeau", "m"),
+    "boat": ("bateau", "m"),
+    "song": ("chanson", "f"),
+    "letter": ("lettre", "f"),
+}
+# english -> (masculine, feminine)
+ADJECTIVES = {
+    "red": ("rouge", "rouge"),
+    "black": ("noir", "noire"),
+    "white": ("blanc", "blanche"),
+    "green": ("vert", "verte"),
+    "blue": ("bleu", "bleue"),
+    "small": ("petit", "petite"),
+    "big": ("grand", "grande"),
+    "fast": ("rapide", "rapide"),
+    "slow": ("lent", "lente"),
+    "happy": ("heureux", "heureuse"),
+    "sad": ("triste", "triste"),
+    "strong": ("fort", "forte"),
+    "tired": ("fatigué", "fatiguée"),
+    "pretty": ("joli", "jolie"),
+    "heavy": ("lourd", "lourde"),
+    "round": ("rond", "ronde"),
+}
+VERBS = {
+    "sees": "voit",
+    "eats": "mange",
+    "likes": "aime",
+    "follows": "suit",
+    "watches": "regarde",
+    "finds": "trouve",
+    "takes": "prend",
+    "wants": "veut",
+    "pushes": "pousse",
+    "draws": "dessine",
+}
+PREPOSITIONS = {"in": "dans", "on": "sur", "under": "sous", "with": "avec", "near": "contre"}
+DETERMINERS = {"the": {"m": "le", "f": "la"}, "a": {"m": "un", "f": "une"}}
+
+
+def vocabulary() -> list[str]:
+    english = [*NOUNS, *ADJECTIVES, *VERBS, *PREPOSITIONS, *DETERMINERS, "is", "."]
+    french = [n for n, _ in NOUNS.values()] + [a for pair in ADJECTIVES.values() for a in pair]
+    french += [*VERBS.values(), *PREPOSITIONS.values(), "le", "la", "un", "une", "est"]
+    return list(dict.fromkeys(english + french))
+
+
+class _Builder:
+    """Appends aligned English and French words; a content word links to its translation."""
+
+    def __init__(self) -> None:
+        self.source: list[Piece] = []
+        self.target: list[Piece] = []
+        self.links = 0
+
+    def english(self, word: str, content: bool) -> str | None:
+        """Add an English word; a content word gets a link name its French translation will carry."""
+        role = None
+        if content:
+            role = f"w{self.links}"
+            self.links += 1
+        self.source += [Piece(" ", None)] if self.source else []
+        self.source.append(Piece(word, role))
+        return role
+
+    def french(self, word: str, role: str | None) -> None:
+        self.target += [Piece(" ", None)] if self.target else []
+        self.target.append(Piece(word, role))
+
+
+def _noun_phrase(b: _Builder, rng: random.Random, max_adjectives: int = 2) -> str:
+    """Adds determiner, adjectives and noun; returns the noun's gender."""
+    det = rng.choice(list(DETERMINERS))
+    noun = rng.choice(list(NOUNS))
+    french_noun, gender = NOUNS[noun]
+    adjectives = rng.sample(list(ADJECTIVES), rng.choice(range(max_adjectives + 1)))
+    b.english(det, content=False)
+    roles = [b.english(adj, content=True) for adj in adjectives]
+    noun_role = b.english(noun, content=True)
+    b.french(DETERMINERS[det][gender], None)
+    b.french(french_noun, noun_role)
+    for adj, role in reversed(list(zip(adjectives, roles, strict=True))):  # mirrored, after the noun
+        b.french(ADJECTIVES[adj][gender == "f"], role)
+    return gender
+
+
+def sentence(rng: random.Random) -> Example:
+    b = _Builder()
+    gender = _noun_phrase(b, rng)
+    kind = rng.random()
+    if kind < 0.35:  # NP is ADJ
+        adj = rng.choice(list(ADJECTIVES))
+        b.english("is", content=False)
+        b.french("est", None)
+        role = b.english(adj, content=True)
+        b.french(ADJECTIVES[adj][gender == "f"], role)
+    else:  # NP VERB NP [PREP NP]
+        verb = rng.choice(list(VERBS))
+        role = b.english(verb, content=True)
+        b.french(VERBS[verb], role)
+        _noun_phrase(b, rng)
+        if kind > 0.75:
+            prep = rng.choice(list(PREPOSITIONS))
+            b.english(prep, content=False)
+            b.french(PREPOSITIONS[prep], None)
+            _noun_phrase(b, rng, max_adjectives=1)
+    return Example(source=b.source, target=b.target, tag="sentence")
+
+
+def is_held_out(example: Example) -> bool:
+    """Split by sentence: a sentence is held out by its hash, so it never appears in training."""
+    return random.Random(example.source_text).random() < 0.10
+
+
+def sample(n: int, held_out: bool, seed: int) -> list[Example]:
+    rng = random.Random(seed)
+    out, seen = [], set()
+    while len(out) < n:
+        ex = sentence(rng)
+        if is_held_out(ex) == held_out and ex.source_text not in seen:
+            seen.add(ex.source_text)
+            out.append(ex)
+    return out
