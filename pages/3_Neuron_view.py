@@ -37,12 +37,8 @@ q_label = f"q ({rows.display[query]})"
 
 st.subheader("1 · Project: query, keys and values")
 st.caption(
-    "The model multiplied each token's hidden state by this head's W_q, W_k and W_v "
-    + (
-        "(the captured q and k already include rotary position embeddings). "
-        if "llama" in trace.model_class.lower()
-        else ""
-    )
+    "The model multiplied each token's hidden state by this head's W_q, W_k and W_v. "
+    + f"Positions: {shell.current_model().adapter.positions}. "
     + (
         f"Grouped-query attention: this head shares keys and values with {stack.n_heads // stack.kv_heads - 1} other "
         "heads. "

@@ -12,10 +12,11 @@ import streamlit as st
 import torch
 import transformers
 
-from viz import export, figures
+from viz import export, figures, predictions
 from viz.architectures import ENCODER_DECODER
 from viz.bertviz_views import head_view_html, model_view_html
 from viz.errors import AtlasError
+from viz.lens import Lens, logit_lens
 from viz.models import CATALOG, CATALOG_BY_KEY, COURSE_EXAMPLES, LoadedModel, load_model, needs_slow_first_load
 from viz.mosaic import Mosaic, attention_mosaic
 from viz.tokens import MatrixView, TokenOptions
@@ -191,7 +192,8 @@ def cached_model(key: str, device: str, dtype: str) -> LoadedModel:
     return load_model(key, device, dtype)
 
 
-@st.cache_resource(show_spinner=False, max_entries=32)
+# A Trace of SmolLM2 at 1024 tokens holds ~1.6 GB (attentions, q/k/v, logits): keep a few only.
+@st.cache_resource(show_spinner=False, max_entries=8)
 def cached_trace(
     key: str,
     device: str,
@@ -375,15 +377,18 @@ def trace_for(text: str) -> Trace:
 
 @st.cache_data(show_spinner="Generating…", max_entries=64)
 def cached_continuation(
-    key: tuple, new_tokens: int, sample: bool, temperature: float, top_k: int, seed: int, _loaded, _text: str
+    key: tuple,
+    new_tokens: int,
+    sample: bool,
+    temperature: float,
+    top_k: int,
+    seed: int,
+    _loaded: LoadedModel,
+    _text: str,
 ) -> str:
-    from viz.predictions import continuation
-
-    return continuation(_loaded, _text, new_tokens, sample, temperature, top_k, seed)
+    return predictions.continuation(_loaded, _text, new_tokens, sample, temperature, top_k, seed)
 
 
 @st.cache_data(show_spinner="Reading every layer through the output head…", max_entries=16)
-def cached_lens(key: tuple, _loaded, _trace):
-    from viz.lens import logit_lens
-
+def cached_lens(key: tuple, _loaded: LoadedModel, _trace: Trace) -> Lens:
     return logit_lens(_loaded, _trace)

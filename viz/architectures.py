@@ -22,9 +22,12 @@ class Adapter:
     output_head: tuple[str, ...] = ()  # modules applied in order
     logits_bias: str | None = None  # a buffer added to the logits (BART, Marian)
     tied_output_scale: bool = False  # T5 multiplies by d_model**-0.5 before a tied LM head
+    positions: str = "learned absolute position embeddings, added to the token embeddings"
 
 
 _MLM = ("cls",)
+_T5_POSITIONS = "relative position bias: a learned per-head bias added to the scores (no 1/√d scaling)"
+_SINUSOIDAL = "fixed sinusoidal position embeddings, added to the token embeddings"
 _LM = ("lm_head",)
 ADAPTERS: dict[str, Adapter] = {
     "bert": Adapter(ENCODER, output_head=_MLM),
@@ -35,15 +38,46 @@ ADAPTERS: dict[str, Adapter] = {
     ),
     "electra": Adapter(ENCODER),
     "gpt2": Adapter(DECODER, final_norm="transformer.ln_f", output_head=_LM),
-    "llama": Adapter(DECODER, final_norm="model.norm", output_head=_LM),
-    "mistral": Adapter(DECODER, final_norm="model.norm", output_head=_LM),
-    "qwen2": Adapter(DECODER, final_norm="model.norm", output_head=_LM),
-    "t5": Adapter(ENCODER_DECODER, "EncDecAttention", "decoder.final_layer_norm", _LM, tied_output_scale=True),
-    "mt5": Adapter(ENCODER_DECODER, "EncDecAttention", "decoder.final_layer_norm", _LM, tied_output_scale=True),
+    "llama": Adapter(
+        DECODER,
+        final_norm="model.norm",
+        output_head=_LM,
+        positions="rotary (RoPE): applied to q and k inside every layer, so the captured q, k include it",
+    ),
+    "mistral": Adapter(
+        DECODER,
+        final_norm="model.norm",
+        output_head=_LM,
+        positions="rotary (RoPE): applied to q and k inside every layer, so the captured q, k include it",
+    ),
+    "qwen2": Adapter(
+        DECODER,
+        final_norm="model.norm",
+        output_head=_LM,
+        positions="rotary (RoPE): applied to q and k inside every layer, so the captured q, k include it",
+    ),
+    "t5": Adapter(
+        ENCODER_DECODER,
+        "EncDecAttention",
+        "decoder.final_layer_norm",
+        _LM,
+        tied_output_scale=True,
+        positions=_T5_POSITIONS,
+    ),
+    "mt5": Adapter(
+        ENCODER_DECODER,
+        "EncDecAttention",
+        "decoder.final_layer_norm",
+        _LM,
+        tied_output_scale=True,
+        positions=_T5_POSITIONS,
+    ),
     "bart": Adapter(ENCODER_DECODER, "encoder_attn", None, _LM, "final_logits_bias"),
     "mbart": Adapter(ENCODER_DECODER, "encoder_attn", "model.decoder.layer_norm", _LM, "final_logits_bias"),
-    "marian": Adapter(ENCODER_DECODER, "encoder_attn", None, _LM, "final_logits_bias"),
-    "pegasus": Adapter(ENCODER_DECODER, "encoder_attn", "model.decoder.layer_norm", _LM, "final_logits_bias"),
+    "marian": Adapter(ENCODER_DECODER, "encoder_attn", None, _LM, "final_logits_bias", positions=_SINUSOIDAL),
+    "pegasus": Adapter(
+        ENCODER_DECODER, "encoder_attn", "model.decoder.layer_norm", _LM, "final_logits_bias", positions=_SINUSOIDAL
+    ),
 }
 
 GENERIC_CROSS_NAMES = ("encoder_attn", "EncDecAttention", "crossattention")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from viz.trace import Trace
 
@@ -190,8 +191,6 @@ def continuation(
     seed: int = 0,
 ) -> str:
     """Greedy or sampled continuation of `text` (what the text-generation pipeline returns)."""
-    import torch
-
     enc = loaded.tokenizer(text, return_tensors="pt").to(loaded.device)
     kwargs = dict(max_new_tokens=new_tokens, do_sample=sample)
     if sample:
