@@ -47,10 +47,12 @@ matrices = {
     f"layer {layer}, mean over heads": align.layer_mean(layer),
     "mean over all layers and heads": align.overall_mean(),
 }
-columns = st.columns(len(matrices))
-for i, (column, (title, weights)) in enumerate(zip(columns, matrices.items(), strict=True)):
+# Side by side for short inputs; tabs when the matrices need the full width to stay legible.
+wide = max(align.weights.shape[-2:]) > 16
+places = st.tabs(list(matrices)) if wide else st.columns(len(matrices))
+for i, (place, (title, weights)) in enumerate(zip(places, matrices.items(), strict=True)):
     view = matrix_view(weights, align.outputs, align.inputs, no_mask, options)
-    with column:
-        shell.heatmap(view, title, key=f"alignment_{i}", colorscale="gray", zmax=1.0)
-st.caption("Black = 0, white = 1, as in Bahdanau et al. (2015).")
+    with place:
+        shell.heatmap(view, title, key=f"alignment_{i}", colorscale="gray")
+st.caption("Black = 0, white = the largest weight in the matrix, as in Bahdanau et al. (2015).")
 shell.downloads(matrix_view(align.overall_mean(), align.outputs, align.inputs, no_mask, options), "alignment", trace)

@@ -28,3 +28,13 @@ def test_smollm2_is_llama_with_gqa_and_knows_paris(smollm2):
         **smollm2.tokenizer("The capital of France is", return_tensors="pt"), max_new_tokens=1, do_sample=False
     )
     assert int(generated[0, -1]) == next_id
+
+
+def test_smollm2_chat_turn_and_reply(smollm2):
+    """Instruct models read the text as a user turn; the reply is generated, then read in one pass."""
+    trace = build_trace(smollm2, "What is the capital of France?", chat=True, continuation=8)
+    raw = trace.tokens["source"].raw
+    assert raw[0] == "<|im_start|>" and raw.count("<|im_start|>") == 3  # system, user, assistant
+    reply = smollm2.tokenizer.decode(trace.tokens["source"].ids[trace.prompt_length :].tolist())
+    assert "Paris" in reply
+    np.testing.assert_allclose(trace.stacks["decoder"].attentions.sum(-1), 1.0, atol=1e-5)

@@ -105,6 +105,7 @@ PERSISTENT = (
     "bertviz_view",
     "bertviz_layer",
     "question",
+    "chat",
     "hidden_stack",
     "pca_layer",
 )
@@ -203,9 +204,11 @@ def cached_trace(
     max_tokens: int,
     continuation: int = 0,
     question: str = "",
+    chat: bool = False,
 ) -> Trace:
     """One forward pass per (model, text, options), shared by every page and every session."""
-    return build_trace(cached_model(key, device, dtype), text, target or None, max_tokens, continuation, question)
+    loaded = cached_model(key, device, dtype)
+    return build_trace(loaded, text, target or None, max_tokens, continuation, question, chat)
 
 
 def current_trace(continuation: int = 0) -> Trace:
@@ -226,11 +229,21 @@ def current_trace(continuation: int = 0) -> Trace:
     try:
         with st.spinner(spinner):
             loaded = cached_model(key, ss["device"], ss["dtype"])
-            question = ""
+            question, chat = "", False
             if loaded.head.name == "question-answering":
                 with st.sidebar:
                     question = st.text_input("Question (the text above is the context)", key="question")
                 remember("question")
+            if loaded.head.name == "causal-lm" and getattr(loaded.tokenizer, "chat_template", None):
+                if isinstance(ss.get("chat"), str):  # from the URL
+                    ss["chat"] = ss["chat"] == "True"
+                with st.sidebar:
+                    chat = st.checkbox(
+                        "Wrap as a chat turn",
+                        key="chat",
+                        help="Put the text in the model's chat template, as a user message.",
+                    )
+                remember("chat")
             trace = cached_trace(
                 key,
                 ss["device"],
@@ -240,6 +253,7 @@ def current_trace(continuation: int = 0) -> Trace:
                 int(ss["max_tokens"]),
                 continuation,
                 question.strip(),
+                chat,
             )
     except AtlasError as err:
         st.error(str(err))

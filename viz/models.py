@@ -50,7 +50,13 @@ COURSE_EXAMPLES = (
 
 CATALOG: tuple[CatalogEntry, ...] = (
     CatalogEntry("minilm", "MiniLM-L6 · encoder · offline", "encoder", True),
-    CatalogEntry("smollm2", "SmolLM2-135M-Instruct · decoder · offline", "decoder", True),
+    CatalogEntry(
+        "smollm2",
+        "SmolLM2-135M-Instruct · decoder · offline",
+        "decoder",
+        True,
+        ("The capital of France is", "Translate to French: the red car is fast."),
+    ),
     CatalogEntry(
         "dates",
         "Dates → ISO (Marian) · encoder-decoder · offline",

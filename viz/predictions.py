@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from viz.tokens import display_token
 from viz.trace import Trace
 
 
@@ -32,7 +33,15 @@ class Candidate:
 def top_candidates(logits: np.ndarray, tokenizer, k: int = 10) -> list[Candidate]:
     probs = softmax(logits)
     order = np.argsort(-probs, kind="stable")[:k]
-    return [Candidate(int(i), tokenizer.decode([int(i)]), float(probs[i]), float(logits[i])) for i in order]
+    return [
+        Candidate(
+            int(i),
+            display_token(tokenizer.convert_ids_to_tokens(int(i)), tokenizer.decode([int(i)])),
+            float(probs[i]),
+            float(logits[i]),
+        )
+        for i in order
+    ]
 
 
 # ---------------------------------------------------------------- masked LM

@@ -159,6 +159,7 @@ def build_trace(
     max_tokens: int = DEFAULT_MAX_TOKENS,
     continuation: int = 0,
     question: str | None = None,
+    chat: bool = False,
 ) -> Trace:
     """Run the model once on `text` and capture attentions, q/k/v, hidden states and logits.
 
@@ -167,14 +168,20 @@ def build_trace(
     Decoder-only models with `continuation` > 0 likewise first generate that many tokens
     greedily; the pass then reads prompt + continuation (`Trace.prompt_length` marks the split).
     Question-answering models read (`question`, `text`) as a pair, `text` being the context.
+    `chat` wraps the text as a user turn in the tokenizer's chat template (instruct models).
     """
     if not text or not text.strip():
         raise AtlasError("The text is empty: type something for the model to read.")
     model, tokenizer = loaded.model, loaded.tokenizer
     limit = token_limit(loaded, max_tokens)
     pair = (question.strip(), text) if question and question.strip() else (text,)
-    full_length = len(tokenizer(*pair)["input_ids"])
-    enc = tokenizer(*pair, return_tensors="pt", truncation=True, max_length=limit)
+    special = {}
+    if chat and getattr(tokenizer, "chat_template", None):
+        turn = [{"role": "user", "content": text}]
+        pair = (tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True),)
+        special = {"add_special_tokens": False}  # the template already holds them
+    full_length = len(tokenizer(*pair, **special)["input_ids"])
+    enc = tokenizer(*pair, return_tensors="pt", truncation=True, max_length=limit, **special)
     if "token_type_ids" not in inspect.signature(model.forward).parameters:
         enc.pop("token_type_ids", None)  # e.g. DistilBERT's tokenizer makes them, its model refuses them
     word_ids = enc.word_ids(0) if enc.is_fast else None
