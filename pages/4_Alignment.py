@@ -1,6 +1,5 @@
 """Which input tokens each output token was produced from (Bahdanau et al. 2015, Fig. 3)."""
 
-import html
 
 import numpy as np
 import streamlit as st
@@ -31,7 +30,7 @@ except AtlasError as err:
     st.stop()
 
 output_text = shell.current_model().tokenizer.decode(align.outputs.ids.tolist(), skip_special_tokens=True)
-st.markdown(f"**Output:** {html.escape(output_text)}")
+st.markdown(f"**Output:** {shell.literal(output_text)}")
 st.caption(
     f"{align.kind}: row i is the decoder step that produced output token i; columns are the input tokens. "
     "Type a target text in the sidebar to see how the model aligns a translation you give it (forced decoding)."

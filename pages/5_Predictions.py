@@ -18,7 +18,7 @@ def show_mlm(trace, loaded):
     if not masks:
         st.info(f"Put {tok.mask_token} in the text to ask the model to fill it — or mask any token below.")
     for position, candidates in masks.items():
-        st.markdown(f"**{tok.mask_token} at position {position}**")
+        st.markdown(f"**{shell.literal(tok.mask_token)} at position {position}**")
         show_candidates(candidates, f"mask_{position}")
     seq = trace.tokens["source"]
     choices = [i for i in range(len(seq)) if not seq.special[i] and seq.ids[i] != tok.mask_token_id]
@@ -92,13 +92,13 @@ def show_causal(trace, loaded):
             _loaded=loaded,
             _text=trace.text,
         )
-        st.markdown(f"{html.escape(trace.text)}**{html.escape(text)}**")
+        st.markdown(f"{shell.literal(trace.text)}**{shell.literal(text)}**")
 
 
 def show_seq2seq(trace, loaded):
     p = P.target_probabilities(trace)
     target = trace.tokens["target"]
-    st.markdown("**Output:** " + html.escape(loaded.tokenizer.decode(target.ids.tolist(), skip_special_tokens=True)))
+    st.markdown("**Output:** " + shell.literal(loaded.tokenizer.decode(target.ids.tolist(), skip_special_tokens=True)))
     st.plotly_chart(
         figures.weight_bars(p, list(target.display), "probability of each output token when produced"),
         key="target_probs",
@@ -136,7 +136,7 @@ def show_qa(trace, loaded):
         return
     spans = P.answer_spans(trace, loaded.tokenizer, k=5)
     if spans:
-        st.success(f"**Answer:** {spans[0].text}  (score {spans[0].score:.3f})")
+        st.success(f"**Answer:** {shell.literal(spans[0].text)}  (score {spans[0].score:.3f})")
     st.dataframe(
         pd.DataFrame(
             [(s.text, s.score, s.start, s.end, s.start_logit, s.end_logit) for s in spans],

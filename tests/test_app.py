@@ -75,3 +75,12 @@ def test_encoder_decoder_shows_cross_attention(tiny_dirs):
     assert z.shape == (4, 4)  # la voiture rouge </s>  x  the cat sat </s>
     at.radio(key="stack").set_value("decoder").run()
     assert np.isnan(heatmap_z(at)[0, 1:]).all()
+
+
+def test_model_and_user_text_is_shown_literally_in_markdown():
+    from ui.shell import literal
+
+    evil = "**bold** [x](javascript:alert(1)) <img src=x onerror=alert(1)> # heading"
+    escaped = literal(evil)
+    assert "<img" not in escaped and "](" not in escaped and "**" not in escaped
+    assert escaped.replace("\\", "") == evil  # nothing lost: every character is still shown

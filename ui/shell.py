@@ -7,6 +7,7 @@ message on bad input, never a traceback.
 from __future__ import annotations
 
 import logging
+import re
 
 import streamlit as st
 import torch
@@ -74,6 +75,11 @@ def _from_url() -> None:
         st.session_state.setdefault(key, value)
     lo, hi = MAX_TOKENS_RANGE
     st.session_state["max_tokens"] = min(hi, max(lo, int(st.session_state["max_tokens"])))
+
+
+def literal(text: str) -> str:
+    """User or model text for st.markdown: shown as typed, never read as Markdown or HTML."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~])", r"\\\1", text).replace("\n", "  \n")
 
 
 def remember(*keys: str) -> None:
