@@ -29,6 +29,20 @@ _MLM = ("cls",)
 _T5_POSITIONS = "relative position bias: a learned per-head bias added to the scores (no 1/√d scaling)"
 _SINUSOIDAL = "fixed sinusoidal position embeddings, added to the token embeddings"
 _LM = ("lm_head",)
+_LLAMA_LIKE = Adapter(
+    DECODER,
+    final_norm="model.norm",
+    output_head=_LM,
+    positions="rotary (RoPE): applied to q and k inside every layer, so the captured q, k include it",
+)
+_T5_LIKE = Adapter(
+    ENCODER_DECODER,
+    "EncDecAttention",
+    "decoder.final_layer_norm",
+    _LM,
+    tied_output_scale=True,
+    positions=_T5_POSITIONS,
+)
 ADAPTERS: dict[str, Adapter] = {
     "bert": Adapter(ENCODER, output_head=_MLM),
     "roberta": Adapter(ENCODER, output_head=_LM),
@@ -38,40 +52,11 @@ ADAPTERS: dict[str, Adapter] = {
     ),
     "electra": Adapter(ENCODER),
     "gpt2": Adapter(DECODER, final_norm="transformer.ln_f", output_head=_LM),
-    "llama": Adapter(
-        DECODER,
-        final_norm="model.norm",
-        output_head=_LM,
-        positions="rotary (RoPE): applied to q and k inside every layer, so the captured q, k include it",
-    ),
-    "mistral": Adapter(
-        DECODER,
-        final_norm="model.norm",
-        output_head=_LM,
-        positions="rotary (RoPE): applied to q and k inside every layer, so the captured q, k include it",
-    ),
-    "qwen2": Adapter(
-        DECODER,
-        final_norm="model.norm",
-        output_head=_LM,
-        positions="rotary (RoPE): applied to q and k inside every layer, so the captured q, k include it",
-    ),
-    "t5": Adapter(
-        ENCODER_DECODER,
-        "EncDecAttention",
-        "decoder.final_layer_norm",
-        _LM,
-        tied_output_scale=True,
-        positions=_T5_POSITIONS,
-    ),
-    "mt5": Adapter(
-        ENCODER_DECODER,
-        "EncDecAttention",
-        "decoder.final_layer_norm",
-        _LM,
-        tied_output_scale=True,
-        positions=_T5_POSITIONS,
-    ),
+    "llama": _LLAMA_LIKE,
+    "mistral": _LLAMA_LIKE,
+    "qwen2": _LLAMA_LIKE,
+    "t5": _T5_LIKE,
+    "mt5": _T5_LIKE,
     "bart": Adapter(ENCODER_DECODER, "encoder_attn", None, _LM, "final_logits_bias"),
     "mbart": Adapter(ENCODER_DECODER, "encoder_attn", "model.decoder.layer_norm", _LM, "final_logits_bias"),
     "marian": Adapter(ENCODER_DECODER, "encoder_attn", None, _LM, "final_logits_bias", positions=_SINUSOIDAL),
