@@ -69,6 +69,58 @@ def plotly_grid_bytes(stack) -> int:
     return len(fig.to_json())
 
 
+CHROMIUM = "/usr/bin/chromium"
+
+
+def view_pages(stack, rows) -> dict[str, tuple[str, str]]:
+    """Standalone HTML of our Model view page (grid + one head) and of a grid of plotly heatmaps,
+    each with a JS condition that holds once everything is drawn."""
+    mosaic = attention_mosaic(stack.attentions, stack.masked)
+    grid = figures.mosaic_figure(
+        mosaic.png, mosaic.width, mosaic.height, mosaic.cell, stack.n_layers, stack.n_heads, GAP
+    )
+    head = figures.attention_heatmap(stack.attentions[0, 0], rows, rows, stack.masked[0])
+    ours = grid.to_html(include_plotlyjs=True) + head.to_html(include_plotlyjs=False)
+    plotly_grid = make_subplots(rows=stack.n_layers, cols=stack.n_heads)
+    for layer in range(stack.n_layers):
+        for h in range(stack.n_heads):
+            plotly_grid.add_trace(go.Heatmap(z=stack.attentions[layer, h], showscale=False), row=layer + 1, col=h + 1)
+    count = "document.querySelectorAll('{}').length >= {}"
+    n_heads = stack.n_layers * stack.n_heads
+    return {
+        "model view (ours)": (ours, count.format(".imagelayer image", 1) + " && " + count.format(".hm image", 1)),
+        f"{n_heads} plotly heatmaps": (plotly_grid.to_html(include_plotlyjs=True), count.format(".hm image", n_heads)),
+        # Parsing the inlined plotly.js alone; in the app the browser has it loaded already.
+        "baseline: plotly.js, empty figure": (go.Figure().to_html(include_plotlyjs=True), count.format(".main-svg", 1)),
+    }
+
+
+def browser_times(pages: dict[str, tuple[str, str]]) -> dict:
+    """Open each page from disk in headless Chromium: seconds until its condition holds (two frames later)."""
+    import tempfile
+
+    from playwright.sync_api import sync_playwright
+
+    times = {}
+    with sync_playwright() as p, tempfile.TemporaryDirectory() as tmp:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        for name, (page_html, condition) in pages.items():
+            path = Path(tmp) / f"{len(times)}.html"
+            path.write_text(page_html, encoding="utf-8")
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            start = time.perf_counter()
+            page.goto(path.as_uri(), timeout=600_000)
+            page.wait_for_function(condition, timeout=600_000, polling=50)
+            page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+            times[name] = round(time.perf_counter() - start, 2)
+            page.close()
+        browser.close()
+    return times
+
+
 def random_bert_base():
     """12 layers × 12 heads like bert-base (random weights: no 12×12 model ships offline)."""
     from viz.architectures import adapter_for
@@ -126,6 +178,17 @@ def main() -> None:
         "bytes ratio plotly-grid/ours": round(grid_bytes / 1e6 / ours["sent_mb"], 1),
         "time ratio bertviz/ours": round(bertviz_s / ours["build_s"], 1),
     }
+    if Path(CHROMIUM).exists():
+        pages = view_pages(stack, rows)
+        pages["bertviz model_view"] = (html, "document.querySelectorAll('svg rect').length > 0")
+        at128 = browser_times(pages)
+        at128["ratio bertviz/ours"] = round(at128["bertviz model_view"] / at128["model view (ours)"], 1)
+        report["browser: seconds to drawn, 128 tokens"] = at128
+        long_trace = build_trace(minilm, TEXT, max_tokens=args.tokens)
+        s512 = long_trace.stacks["encoder"]
+        at512 = browser_times(view_pages(s512, list(long_trace.tokens["source"].display)))
+        at512["ratio plotly-grid/ours"] = round(at512["72 plotly heatmaps"] / at512["model view (ours)"], 1)
+        report[f"browser: seconds to drawn, {args.tokens} tokens"] = at512
     print(json.dumps(report, indent=2))
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
