@@ -1,6 +1,5 @@
 """Which input tokens each output token was produced from (Bahdanau et al. 2015, Fig. 3)."""
 
-
 import numpy as np
 import streamlit as st
 
@@ -54,4 +53,7 @@ for i, (place, (title, weights)) in enumerate(zip(places, matrices.items(), stri
     with place:
         shell.heatmap(view, title, key=f"alignment_{i}", colorscale="gray")
 st.caption("Black = 0, white = the largest weight in the matrix, as in Bahdanau et al. (2015).")
-shell.downloads(matrix_view(align.overall_mean(), align.outputs, align.inputs, no_mask, options), "alignment", trace)
+shell.downloads(
+    {title: matrix_view(weights, align.outputs, align.inputs, no_mask, options) for title, weights in matrices.items()},
+    trace,
+)

@@ -358,22 +358,23 @@ def token_options(merge: bool = True) -> TokenOptions:
     return TokenOptions(**{flag: bool(st.session_state.get(flag, False)) for flag in flags})
 
 
-def downloads(view: MatrixView, name: str, trace: Trace) -> None:
-    """CSV of the matrix on screen and the whole Trace as NPZ (built only when clicked)."""
-    left, right, _ = st.columns([1, 1, 2])
-    left.download_button(
-        "Matrix as CSV",
-        data=lambda: export.matrix_csv(view.weights, view.row_labels, view.col_labels),
-        file_name=f"{name}.csv",
-        mime="text/csv",
-        key=f"csv_{name}",
-    )
-    right.download_button(
-        "Whole trace as NPZ",
+def downloads(views: dict[str, MatrixView], trace: Trace) -> None:
+    """A CSV per matrix on screen and the whole Trace as NPZ (each built only when clicked)."""
+    columns = st.columns(len(views) + 2)
+    for column, (name, view) in zip(columns, views.items(), strict=False):
+        column.download_button(
+            f"{name} (CSV)",
+            data=lambda v=view: export.matrix_csv(v.weights, v.row_labels, v.col_labels),
+            file_name=re.sub(r"\W+", "-", name).strip("-").lower() + ".csv",
+            mime="text/csv",
+            key=f"csv_{name}",
+        )
+    columns[len(views)].download_button(
+        "Whole trace (NPZ)",
         data=lambda: export.trace_npz(trace),
         file_name="trace.npz",
         mime="application/octet-stream",
-        key=f"npz_{name}",
+        key="npz",
     )
 
 
