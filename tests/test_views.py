@@ -223,3 +223,22 @@ def test_custom_target_forces_the_decoder(tiny_dirs):
     assert problems(at) == []
     spec = plotly_specs(at)[0]
     assert spec["layout"]["yaxis"]["ticktext"] == ["la", "voiture", "rouge", "est", "rapide", "&lt;/s&gt;"]
+
+
+def test_exports_round_trip(minilm):
+    import io
+
+    import pandas as pd
+
+    from viz.export import matrix_csv, trace_npz
+
+    trace = build_trace(minilm, "the cat sat on the mat")
+    stack = trace.stacks["encoder"]
+    labels = list(trace.tokens["source"].display)
+    frame = pd.read_csv(io.BytesIO(matrix_csv(stack.attentions[2, 3], labels, labels)), index_col=0)
+    assert list(frame.index) == [f"{i}:{t}" for i, t in enumerate(labels)]  # repeated "the" stays apart
+    np.testing.assert_allclose(frame.to_numpy(), stack.attentions[2, 3], rtol=1e-5)
+    archive = np.load(io.BytesIO(trace_npz(trace)))
+    np.testing.assert_array_equal(archive["encoder/attentions"], stack.attentions)
+    np.testing.assert_array_equal(archive["encoder/queries"], stack.queries)
+    assert list(archive["tokens/source/raw"]) == list(trace.tokens["source"].raw)
