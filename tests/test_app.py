@@ -87,3 +87,13 @@ def test_model_and_user_text_is_shown_literally_in_markdown():
     for mark in "<>[]()*#":  # every Markdown/HTML mark is backslash-escaped
         assert re.search(rf"(?<!\\){re.escape(mark)}", escaped) is None, mark
     assert escaped.replace("\\", "") == evil  # nothing lost: every character is still shown
+
+
+def test_sessions_sharing_the_cached_model_see_only_their_own_text():
+    a = run_page(model="minilm", text="time flies like an arrow", head=3)
+    b = run_page(model="minilm", text="The cat sat on the mat.", head=7)
+    a.slider(key="layer").set_value(4).run()  # a rerun of session a after b used the shared model
+    ticks = lambda at: plotly_specs(at)[0]["layout"]["yaxis"]["ticktext"]  # noqa: E731
+    assert ticks(a) == ["[CLS]", "time", "flies", "like", "an", "arrow", "[SEP]"]
+    assert ticks(b) == ["[CLS]", "the", "cat", "sat", "on", "the", "mat", ".", "[SEP]"]
+    assert a.slider(key="head").value == 3 and b.slider(key="head").value == 7
