@@ -1,0 +1,28 @@
+"""The accelerator path (CUDA, half precision). Skipped where there is no GPU, as on CI."""
+
+import numpy as np
+import pytest
+import torch
+
+from viz.models import load_model
+from viz.trace import build_trace
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_trace_on_cuda_matches_recomputation(tiny_dirs, dtype):
+    loaded = load_model(f"path:{tiny_dirs['llama']}", device="cuda", dtype=dtype)
+    assert loaded.device.type == "cuda" and str(loaded.dtype) == f"torch.{dtype}"
+    trace = build_trace(loaded, "the cat sat on the mat")
+    stack = trace.stacks["decoder"]
+    assert trace.device.startswith("cuda") and stack.attentions.dtype == np.float32  # numpy copies are float32
+    tolerance = 1e-5 if dtype == "float32" else 2e-2
+    np.testing.assert_allclose(stack.attentions.sum(-1), 1.0, atol=tolerance)
+    np.testing.assert_allclose(stack.attentions @ stack.values, stack.contexts, atol=tolerance)
+
+
+def test_smollm2_on_cuda_knows_paris():
+    loaded = load_model("smollm2", device="cuda", dtype="float16")
+    trace = build_trace(loaded, "The capital of France is")
+    assert loaded.tokenizer.decode([int(trace.outputs["logits"][-1].argmax())]) == " Paris"
