@@ -12,6 +12,7 @@ shell.remember("bertviz_view")
 layer = 0
 if view == "head":
     stack = next(iter(trace.stacks.values()))
+    shell.clamp("bertviz_layer", 0, stack.n_layers - 1)
     layer = st.slider("Layer", 0, stack.n_layers - 1, key="bertviz_layer")
     shell.remember("bertviz_layer")
 reason = too_large(trace, view, layers=1 if view == "head" else None)

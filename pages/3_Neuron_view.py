@@ -22,8 +22,7 @@ stack_name = shell.stack_picker(trace)
 stack = trace.stacks[stack_name]
 layer, head = shell.layer_head_picker(stack)
 rows, cols = trace.stack_tokens(stack_name)
-if not 0 <= int(st.session_state.get("query", 0)) < len(rows):
-    st.session_state["query"] = 0
+shell.clamp("query", 0, len(rows) - 1)
 query = st.select_slider(
     "Query token (the row that attends)",
     options=list(range(len(rows))),

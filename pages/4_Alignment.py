@@ -20,6 +20,7 @@ if entry is not None and entry.family == "encoder":
 
 continuation = 0
 if entry is not None and entry.family == "decoder":
+    shell.clamp("continuation", 1, 64, 16)
     continuation = st.slider("Tokens to generate after the prompt", 1, 64, 16, key="continuation")
 trace = shell.current_trace(continuation=continuation)
 try:

@@ -31,6 +31,7 @@ right.plotly_chart(
 )
 
 projection = pca_2d(hidden)
+shell.clamp("pca_layer", 0, len(hidden) - 1)
 layer = st.slider("PCA: layer", 0, len(hidden) - 1, len(hidden) - 1, key="pca_layer")
 st.plotly_chart(
     figures.token_scatter(

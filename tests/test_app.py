@@ -97,3 +97,25 @@ def test_sessions_sharing_the_cached_model_see_only_their_own_text():
     assert ticks(a) == ["[CLS]", "time", "flies", "like", "an", "arrow", "[SEP]"]
     assert ticks(b) == ["[CLS]", "the", "cat", "sat", "on", "the", "mat", ".", "[SEP]"]
     assert a.slider(key="head").value == 3 and b.slider(key="head").value == 7
+
+
+@pytest.mark.parametrize(
+    "page",
+    ["app.py", "pages/2_bertviz.py", "pages/3_Neuron_view.py", "pages/6_Hidden_states.py", "pages/1_Model_view.py"],
+)
+def test_hand_edited_url_cannot_break_a_page(page):
+    junk = dict(
+        device="cuda" if not __import__("torch").cuda.is_available() else "banana",
+        dtype="float99",
+        layer="abc",
+        head=99,
+        query=-5,
+        bertviz_layer=40,
+        bertviz_view="x",
+        pca_layer=77,
+        hide_special="maybe",
+        stack="nonsense",
+        max_tokens=10**9,
+    )
+    at = run_page(page, model="minilm", text="time flies like an arrow", **junk)
+    assert problems(at) == []

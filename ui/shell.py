@@ -46,7 +46,15 @@ DEFAULTS: dict[str, object] = {
     "device": "auto",
     "dtype": "float32",
 }
-INT_KEYS = {"max_tokens", "layer", "head", "query", "bertviz_layer"}
+# How URL parameters (always strings) become widget values; a value that doesn't parse or isn't
+# one of the widget's options is dropped, so a hand-edited URL can't break a page.
+INT_KEYS = {"max_tokens", "layer", "head", "query", "bertviz_layer", "continuation", "pca_layer"}
+BOOL_KEYS = {"hide_special", "hide_first", "renormalize", "merge_words", "chat"}
+CHOICES = {
+    "device": ("auto", "cpu", "cuda", "mps"),
+    "dtype": ("float32", "float16", "bfloat16"),
+    "bertviz_view": ("head", "model"),
+}
 MAX_TOKENS_RANGE = (4, 1024)
 
 
@@ -56,12 +64,14 @@ def _from_url() -> None:
     if st.session_state.get("_url_loaded"):
         return
     st.session_state["_url_loaded"] = True
-    params = st.query_params.to_dict()
-    for key, value in params.items():
-        try:
-            st.session_state[key] = int(value) if key in INT_KEYS else value
-        except ValueError:
-            pass  # a hand-edited URL with a bad number: keep the default
+    for key, value in st.query_params.to_dict().items():
+        if key in INT_KEYS:
+            if value.lstrip("-").isdigit():
+                st.session_state[key] = int(value)
+        elif key in BOOL_KEYS:
+            st.session_state[key] = value == "True"
+        elif key not in CHOICES or value in CHOICES[key]:
+            st.session_state[key] = value
     model = str(st.session_state.get("model", DEFAULTS["model"]))
     if model in CATALOG_BY_KEY:
         st.session_state["model_choice"] = model
@@ -186,6 +196,8 @@ def sidebar() -> str:
         with st.expander("Length and device"):
             lo, hi = MAX_TOKENS_RANGE
             st.number_input("Max tokens", min_value=lo, max_value=hi, step=16, key="max_tokens")
+            if st.session_state["device"] not in _device_options():  # e.g. a URL from a GPU machine
+                st.session_state["device"] = "auto"
             st.selectbox("Device", _device_options(), key="device")
             if st.session_state["device"] not in ("cpu",) and _device_options() != ["auto", "cpu"]:
                 st.selectbox("Precision", ["float32", "float16", "bfloat16"], key="dtype")
@@ -241,8 +253,6 @@ def current_trace(continuation: int = 0) -> Trace:
                     question = st.text_input("Question (the text above is the context)", key="question")
                 remember("question")
             if loaded.head.name == "causal-lm" and getattr(loaded.tokenizer, "chat_template", None):
-                if isinstance(ss.get("chat"), str):  # from the URL
-                    ss["chat"] = ss["chat"] == "True"
                 with st.sidebar:
                     chat = st.checkbox(
                         "Wrap as a chat turn",
@@ -282,9 +292,10 @@ def current_trace(continuation: int = 0) -> Trace:
 
 
 # ------------------------------------------------------------------ shared selectors
-def _clamp(key: str, hi: int) -> None:
-    if not 0 <= int(st.session_state.get(key, 0)) <= hi:
-        st.session_state[key] = 0
+def clamp(key: str, lo: int, hi: int, default: int | None = None) -> None:
+    """Keep a slider's state inside its range (a new model has fewer layers; a URL may say anything)."""
+    if key in st.session_state and not lo <= int(st.session_state[key]) <= hi:
+        st.session_state[key] = lo if default is None else default
 
 
 def stack_picker(trace: Trace) -> str:
@@ -299,8 +310,8 @@ def stack_picker(trace: Trace) -> str:
 
 
 def layer_head_picker(stack: AttentionStack) -> tuple[int, int]:
-    _clamp("layer", stack.n_layers - 1)
-    _clamp("head", stack.n_heads - 1)
+    clamp("layer", 0, stack.n_layers - 1)
+    clamp("head", 0, stack.n_heads - 1)
     left, right = st.columns(2)
     left.slider("Layer", 0, stack.n_layers - 1, key="layer")
     help_text = None
@@ -351,8 +362,6 @@ def token_options(merge: bool = True) -> TokenOptions:
             ),
         }
         for col, flag in zip(cols, flags, strict=True):
-            if isinstance(st.session_state.get(flag), str):  # from the URL
-                st.session_state[flag] = st.session_state[flag] == "True"
             col.checkbox(labels[flag][0], key=flag, help=labels[flag][1])
     remember(*flags)
     return TokenOptions(**{flag: bool(st.session_state.get(flag, False)) for flag in flags})
