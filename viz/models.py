@@ -193,6 +193,10 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _convert_lock = threading.Lock()
 
 
+def _smollm2_cache() -> Path:
+    return cache_dir() / "smollm2-135m-instruct"
+
+
 def smollm2_dir() -> Path:
     """SmolLM2 as safetensors in the user cache, dequantized from the packaged GGUF once.
 
@@ -200,7 +204,7 @@ def smollm2_dir() -> Path:
     `save_pretrained` refuses a GGUF-loaded model, so the weights move into a fresh model
     built from the config (without its quantization_config); every key matches.
     """
-    target = cache_dir() / "smollm2-135m-instruct"
+    target = _smollm2_cache()
     if (target / "model.safetensors").exists():
         return target
     with _convert_lock:
@@ -225,7 +229,7 @@ def smollm2_dir() -> Path:
 
 def needs_slow_first_load(key: str) -> bool:
     """True when loading `key` will first dequantize weights (the UI shows a longer spinner)."""
-    return key == "smollm2" and not (cache_dir() / "smollm2-135m-instruct" / "model.safetensors").exists()
+    return key == "smollm2" and not (_smollm2_cache() / "model.safetensors").exists()
 
 
 # ---------------------------------------------------------------- loading
