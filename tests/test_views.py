@@ -15,7 +15,14 @@ from viz.neuron import neuron_view
 from viz.tokens import TokenOptions, TokenSeq, matrix_view
 from viz.trace import build_trace
 
-VIEW_PAGES = ["app.py", "pages/1_Model_view.py", "pages/2_bertviz.py", "pages/3_Neuron_view.py", "pages/4_Alignment.py"]
+VIEW_PAGES = [
+    "app.py",
+    "pages/1_Model_view.py",
+    "pages/2_bertviz.py",
+    "pages/3_Neuron_view.py",
+    "pages/4_Alignment.py",
+    "pages/7_Head_roles.py",
+]
 
 
 # ------------------------------------------------------------------ neuron view
@@ -242,3 +249,52 @@ def test_exports_round_trip(minilm):
     np.testing.assert_array_equal(archive["encoder/attentions"], stack.attentions)
     np.testing.assert_array_equal(archive["encoder/queries"], stack.queries)
     assert list(archive["tokens/source/raw"]) == list(trace.tokens["source"].raw)
+
+
+# ------------------------------------------------------------------ head statistics and rollout
+def test_head_roles_on_hand_made_heads():
+    from viz.heads import head_stats
+
+    t = 6
+    causal = np.triu(np.ones((t, t), bool), k=1)
+    previous = np.eye(t, k=-1)
+    previous[0, 0] = 1.0
+    first = np.zeros((t, t))
+    first[:, 0] = 1.0
+    uniform = np.tril(np.ones((t, t)))
+    uniform /= uniform.sum(-1, keepdims=True)
+    heads = np.stack([np.eye(t), previous, first, uniform])[None]  # [1 layer, 4 heads, t, t]
+    stats = head_stats(heads, causal[None])
+    assert stats.roles[0].tolist() == ["self", "previous token", "first token", "broad"]
+    np.testing.assert_allclose(stats.distance[0, :2], [0.0, 5 / 6])
+    np.testing.assert_allclose(stats.entropy[0, 3], 1.0)
+    np.testing.assert_allclose(stats.entropy[0, 0], 0.0)
+
+
+def test_rollout_follows_the_residual_stream():
+    from viz.heads import rollout
+
+    t = 4
+    rng = np.random.default_rng(0)
+    a = rng.random((3, 2, t, t))
+    a /= a.sum(-1, keepdims=True)
+    r = rollout(a)
+    np.testing.assert_allclose(r.sum(-1), 1.0)
+    np.testing.assert_allclose(r[0], 0.5 * np.eye(t) + 0.5 * a[0].mean(0))
+    np.testing.assert_allclose(r[1], (0.5 * np.eye(t) + 0.5 * a[1].mean(0)) @ r[0])
+    identity = np.broadcast_to(np.eye(t), (3, 2, t, t))
+    np.testing.assert_allclose(rollout(identity)[-1], np.eye(t))
+
+
+def test_known_heads_of_the_offline_models_get_their_roles(minilm, smollm2):
+    """Real phenomena: MiniLM's layer 0 head 2 attends to the previous token; most SmolLM2 heads
+    park their attention on the first token (an attention sink)."""
+    from viz.heads import head_stats
+
+    text = "The capital of France is Paris. The capital of Germany is Berlin. The capital of Italy is Rome."
+    s = build_trace(minilm, text).stacks["encoder"]
+    stats = head_stats(s.attentions, s.masked)
+    assert stats.roles[0, 2] == "previous token" and stats.to_previous[0, 2] > 0.9
+    s = build_trace(smollm2, text).stacks["decoder"]
+    roles = head_stats(s.attentions, s.masked).roles
+    assert (roles == "first token").mean() > 0.5

@@ -35,6 +35,7 @@ PAGES = (
     ("pages/4_Alignment.py", "Alignment"),
     ("pages/5_Predictions.py", "Predictions (the model head)"),
     ("pages/6_Hidden_states.py", "Hidden states & logit lens"),
+    ("pages/7_Head_roles.py", "Head roles & rollout"),
 )
 STACK_LABELS = {"encoder": "encoder self-attention", "decoder": "decoder self-attention", "cross": "cross-attention"}
 OTHER_HUB, LOCAL_DIR = "__hub__", "__path__"
@@ -48,7 +49,7 @@ DEFAULTS: dict[str, object] = {
 }
 # How URL parameters (always strings) become widget values; a value that doesn't parse or isn't
 # one of the widget's options is dropped, so a hand-edited URL can't break a page.
-INT_KEYS = {"max_tokens", "layer", "head", "query", "bertviz_layer", "continuation", "pca_layer"}
+INT_KEYS = {"max_tokens", "layer", "head", "query", "bertviz_layer", "continuation", "pca_layer", "rollout_layer"}
 BOOL_KEYS = {"hide_special", "hide_first", "renormalize", "merge_words", "chat"}
 CHOICES = {
     "device": ("auto", "cpu", "cuda", "mps"),
@@ -124,6 +125,9 @@ PERSISTENT = (
     "chat",
     "hidden_stack",
     "pca_layer",
+    "roles_stack",
+    "role_statistic",
+    "rollout_layer",
 )
 
 

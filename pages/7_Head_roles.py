@@ -1,0 +1,63 @@
+"""What each head does (where its attention goes), and attention rollout across layers."""
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from ui import shell
+from viz import figures
+from viz.heads import BROAD_ENTROPY, ROLE_SHARE, head_stats, rollout
+from viz.tokens import matrix_view
+
+STATISTICS = {
+    "to_previous": "share of attention on the previous token",
+    "to_first": "share on the first token",
+    "to_self": "share on the token itself",
+    "entropy": "entropy (0 = one key, 1 = uniform over the visible keys)",
+    "distance": "mean distance to the attended token (tokens)",
+}
+
+shell.page_setup("Head roles & rollout")
+trace = shell.current_trace()
+names = [name for name in trace.stacks if name != "cross"]  # roles and rollout need self-attention
+stack_name = st.radio("Stack", names, horizontal=True, key="roles_stack") if len(names) > 1 else names[0]
+stack = trace.stacks[stack_name]
+stats = head_stats(stack.attentions, stack.masked)
+heads = [f"h{h}" for h in range(stack.n_heads)]
+
+st.caption(
+    f"Roles are rules, not a classifier: a head is named for where at least {ROLE_SHARE:.0%} of its attention "
+    f"goes (previous token, first token, itself), 'broad' when its rows are ≥ {BROAD_ENTROPY:.0%} of maximal "
+    "entropy, else 'mixed'. Averaged over this text's tokens: try longer texts before trusting a label."
+)
+statistic = st.selectbox("Colour by", list(STATISTICS), format_func=STATISTICS.get, key="role_statistic")
+values = getattr(stats, statistic)
+st.plotly_chart(
+    figures.layer_token_heatmap(values, heads, STATISTICS[statistic] + " · text = role", "Blues", stats.roles),
+    key="roles",
+)
+table = pd.DataFrame(
+    [
+        (layer, head, stats.roles[layer, head], *(round(float(getattr(stats, s)[layer, head]), 3) for s in STATISTICS))
+        for layer in range(stack.n_layers)
+        for head in range(stack.n_heads)
+    ],
+    columns=["layer", "head", "role", *STATISTICS],
+)
+with st.expander("All heads as a table"):
+    st.dataframe(table, hide_index=True)
+    st.write(table["role"].value_counts().rename("heads"))
+
+st.subheader("Attention rollout")
+st.caption(
+    "Abnar & Zuidema (2020): follow attention through the residual stream, "
+    "Â = ½·I + ½·mean over heads(A), multiplied layer by layer. Row i: how much token i's representation "
+    "after the chosen layer draws on each input token."
+)
+shell.clamp("rollout_layer", 0, stack.n_layers - 1)
+layer = st.slider("After layer", 0, stack.n_layers - 1, stack.n_layers - 1, key="rollout_layer")
+tokens = trace.tokens[stack.queries_from]
+options = shell.token_options()
+view = matrix_view(rollout(stack.attentions)[layer], tokens, tokens, np.zeros_like(stack.masked[0]), options)
+shell.heatmap(view, f"rollout through layers 0–{layer}", key="rollout")
+shell.downloads({f"{stack_name} rollout to layer {layer}": view}, trace)
