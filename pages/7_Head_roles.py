@@ -33,7 +33,9 @@ st.caption(
 statistic = st.selectbox("Colour by", list(STATISTICS), format_func=STATISTICS.get, key="role_statistic")
 values = getattr(stats, statistic)
 st.plotly_chart(
-    figures.layer_token_heatmap(values, heads, STATISTICS[statistic] + " · text = role", "Blues", stats.roles),
+    figures.layer_token_heatmap(
+        values, heads, STATISTICS[statistic] + " · text = role", "Blues", stats.roles, column="head"
+    ),
     key="roles",
 )
 table = pd.DataFrame(

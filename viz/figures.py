@@ -205,8 +205,9 @@ def layer_token_heatmap(
     hover: np.ndarray | None = None,
     zmin: float | None = None,
     zmax: float | None = None,
+    column: str = "token",
 ) -> go.Figure:
-    """Layers (rows, 0 at the bottom = embeddings) × token positions."""
+    """Layers (rows, 0 at the bottom = embeddings) × token positions (or heads: `column="head"`)."""
     layers = list(range(z.shape[0]))
     heat = dict(
         z=z,
@@ -224,7 +225,7 @@ def layer_token_heatmap(
     if hover is not None:
         heat.update(customdata=hover, hovertemplate="%{customdata}<extra></extra>")
     else:
-        heat.update(hovertemplate="layer %{y} · token #%{x}: %{z:.3f}<extra></extra>")
+        heat.update(hovertemplate=f"layer %{{y}} · {column} %{{x}}: %{{z:.3f}}<extra></extra>")
     fig = go.Figure(go.Heatmap(**heat))
     fig.update_layout(
         title=dict(text=title, font=dict(size=13)),
