@@ -22,6 +22,7 @@ VIEW_PAGES = [
     "pages/3_Neuron_view.py",
     "pages/4_Alignment.py",
     "pages/7_Head_roles.py",
+    "pages/8_Encoder_vs_decoder.py",
 ]
 
 
@@ -298,3 +299,17 @@ def test_known_heads_of_the_offline_models_get_their_roles(minilm, smollm2):
     s = build_trace(smollm2, text).stacks["decoder"]
     roles = head_stats(s.attentions, s.masked).roles
     assert (roles == "first token").mean() > 0.5
+
+
+def test_encoder_vs_decoder_curves_are_the_models_statistics(minilm):
+    from viz.heads import head_stats
+
+    text = "The cat sat on the mat."
+    at = run_page("pages/8_Encoder_vs_decoder.py", model="minilm", text=text)
+    assert problems(at) == []
+    entropy = next(s for s in plotly_specs(at) if s["layout"].get("title", {}).get("text") == "entropy")
+    minilm_line = next(trace for trace in entropy["data"] if trace["name"] == "all-MiniLM-L6-v2")
+    stack = build_trace(minilm, text).stacks["encoder"]
+    np.testing.assert_allclose(decode(minilm_line["y"]), head_stats(stack.attentions, stack.masked).entropy.mean(1))
+    heatmaps = [s for s in plotly_specs(at) if s["data"][0]["type"] == "heatmap"]
+    assert len(heatmaps) == 2 and np.isnan(decode(heatmaps[1]["data"][0]["z"])[0, 1:]).all()  # decoder: causal

@@ -36,6 +36,7 @@ PAGES = (
     ("pages/5_Predictions.py", "Predictions (the model head)"),
     ("pages/6_Hidden_states.py", "Hidden states & logit lens"),
     ("pages/7_Head_roles.py", "Head roles & rollout"),
+    ("pages/8_Encoder_vs_decoder.py", "Encoder vs decoder"),
 )
 STACK_LABELS = {"encoder": "encoder self-attention", "decoder": "decoder self-attention", "cross": "cross-attention"}
 OTHER_HUB, LOCAL_DIR = "__hub__", "__path__"
@@ -128,6 +129,9 @@ PERSISTENT = (
     "roles_stack",
     "role_statistic",
     "rollout_layer",
+    "compare_left",
+    "compare_right",
+    "compare_depth",
 )
 
 
@@ -403,10 +407,10 @@ def current_model() -> LoadedModel:
     return cached_model(ss["model"], ss["device"], ss["dtype"])
 
 
-def trace_for(text: str) -> Trace:
-    """A Trace of another text with the same model and settings (cached like the main one)."""
+def trace_for(text: str, model: str | None = None) -> Trace:
+    """A Trace of another text (or another model) with the sidebar's settings, cached like the main one."""
     ss = st.session_state
-    return cached_trace(ss["model"], ss["device"], ss["dtype"], text, "", int(ss["max_tokens"]))
+    return cached_trace(model or ss["model"], ss["device"], ss["dtype"], text, "", int(ss["max_tokens"]))
 
 
 @st.cache_data(show_spinner="Generating…", max_entries=64)

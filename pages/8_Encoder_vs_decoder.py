@@ -1,0 +1,81 @@
+"""Two models read the same text: a bidirectional encoder beside a causal decoder."""
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from ui import shell
+from viz.errors import AtlasError
+from viz.heads import head_stats
+from viz.models import CATALOG, CATALOG_BY_KEY
+from viz.tokens import TokenOptions, matrix_view
+
+shell.page_setup("Encoder vs decoder")
+shell.sidebar()
+text = st.session_state["text"]
+keys = [entry.key for entry in CATALOG]
+left, right = st.columns(2)
+models = [
+    left.selectbox(
+        "Left", keys, index=keys.index("minilm"), format_func=lambda k: CATALOG_BY_KEY[k].label, key="compare_left"
+    ),
+    right.selectbox(
+        "Right", keys, index=keys.index("smollm2"), format_func=lambda k: CATALOG_BY_KEY[k].label, key="compare_right"
+    ),
+]
+depth = st.slider(
+    "Depth (0 = first layer, 1 = last): layers are matched by relative depth", 0.0, 1.0, 0.0, 0.05, key="compare_depth"
+)
+options = TokenOptions(hide_special=True)
+
+curves = []
+for column, key in zip((left, right), models, strict=True):
+    try:
+        trace = shell.trace_for(text, model=key)
+    except AtlasError as err:
+        column.error(str(err))
+        continue
+    stack_name = "encoder" if "encoder" in trace.stacks else "decoder"
+    stack = trace.stacks[stack_name]
+    layer = round(depth * (stack.n_layers - 1))
+    tokens = trace.tokens["source"]
+    view = matrix_view(stack.attentions[layer].mean(0), tokens, tokens, stack.masked[layer], options)
+    with column:
+        st.caption(
+            f"{trace.model_name}: {stack_name}, {stack.n_layers} layers × {stack.n_heads} heads, "
+            f"{'causal (sees only the past)' if stack.causal else 'bidirectional (sees both sides)'}"
+        )
+        shell.heatmap(view, f"layer {layer}, mean over heads (special tokens hidden)", key=f"compare_{key}")
+    stats = head_stats(stack.attentions, stack.masked)
+    rel = np.linspace(0, 1, stack.n_layers)
+    for name, values in (
+        ("entropy", stats.entropy),
+        ("to first token", stats.to_first),
+        ("to previous token", stats.to_previous),
+    ):
+        curves += [(trace.model_name, name, float(r), float(v)) for r, v in zip(rel, values.mean(1), strict=True)]
+
+if curves:
+    frame = pd.DataFrame(curves, columns=["model", "statistic", "depth", "value"])
+    st.subheader("Layer by layer, averaged over heads")
+    cols = st.columns(3)
+    for column, (name, group) in zip(cols, frame.groupby("statistic", sort=False), strict=False):
+        fig = go.Figure(
+            [
+                go.Scatter(x=g["depth"], y=g["value"], mode="lines+markers", name=m)
+                for m, g in group.groupby("model", sort=False)
+            ]
+        )
+        fig.update_layout(
+            title=name,
+            height=300,
+            margin=dict(l=10, r=10, t=40, b=10),
+            xaxis_title="relative depth",
+            legend=dict(orientation="h"),
+        )
+        column.plotly_chart(fig, key=f"curve_{name}")
+    st.caption(
+        "Entropy is normalised by the number of keys each token may see, so a causal decoder's early "
+        "tokens (few keys) and an encoder's tokens (all keys) compare fairly."
+    )
