@@ -96,3 +96,37 @@ def test_arrays_are_read_only(tiny_trace):
     stack = next(iter(trace.stacks.values()))
     with pytest.raises(ValueError):
         stack.attentions[0, 0, 0, 0] = 1.0
+
+
+@pytest.mark.parametrize("name, out_proj", [("gpt2", "attn.c_proj"), ("llama", "self_attn.o_proj")])
+def test_head_ablation_equals_zeroing_the_head_before_the_output_projection(tiny_dirs, name, out_proj):
+    """Reference: a pre-hook on the output projection that zeroes the head's slice of its input."""
+    import torch
+
+    loaded = load_model(f"path:{tiny_dirs[name]}")
+    text = "the cat sat on the mat ."
+    plain = build_trace(loaded, text)
+    ablated = build_trace(loaded, text, ablate=(("decoder", 1, 2), ("decoder", 0, 0)))
+    assert ablated.ablated == (("decoder", 1, 2), ("decoder", 0, 0))
+    assert np.abs(ablated.stacks["decoder"].contexts[1, 2]).max() == 0.0
+    d_head = plain.stacks["decoder"].queries.shape[-1]
+    layers = loaded.model.transformer.h if name == "gpt2" else loaded.model.model.layers
+    handles = []
+    for layer, head in ((1, 2), (0, 0)):
+        module = layers[layer].get_submodule(out_proj)
+
+        def zero(_, args, head=head):
+            x = args[0].clone()
+            x[..., head * d_head : (head + 1) * d_head] = 0.0
+            return (x,)
+
+        handles.append(module.register_forward_pre_hook(zero))
+    try:
+        with torch.no_grad():
+            reference = loaded.model(**loaded.tokenizer(text, return_tensors="pt")).logits[0].numpy()
+    finally:
+        for handle in handles:
+            handle.remove()
+    np.testing.assert_allclose(ablated.outputs["logits"], reference, atol=1e-5)
+    assert not np.allclose(ablated.outputs["logits"], plain.outputs["logits"], atol=1e-4)
+    np.testing.assert_array_equal(build_trace(loaded, text).outputs["logits"], plain.outputs["logits"])

@@ -23,6 +23,7 @@ VIEW_PAGES = [
     "pages/4_Alignment.py",
     "pages/7_Head_roles.py",
     "pages/8_Encoder_vs_decoder.py",
+    "pages/9_Head_ablation.py",
 ]
 
 
@@ -203,7 +204,10 @@ def test_every_view_renders(page, model, tiny_dirs):
         page, model=key, text="the cat sat on the mat", target="la voiture rouge" if model == "marian" else ""
     )
     assert problems(at) == []
-    assert at.get("plotly_chart") or at.get("iframe")
+    if page.endswith("Head_ablation.py"):  # asks which heads to switch off (tested with heads below)
+        assert at.info
+    else:
+        assert at.get("plotly_chart") or at.get("iframe")
 
 
 def test_neuron_page_numbers_are_the_models(minilm):
@@ -313,3 +317,23 @@ def test_encoder_vs_decoder_curves_are_the_models_statistics(minilm):
     np.testing.assert_allclose(decode(minilm_line["y"]), head_stats(stack.attentions, stack.masked).entropy.mean(1))
     heatmaps = [s for s in plotly_specs(at) if s["data"][0]["type"] == "heatmap"]
     assert len(heatmaps) == 2 and np.isnan(decode(heatmaps[1]["data"][0]["z"])[0, 1:]).all()  # decoder: causal
+
+
+@pytest.mark.parametrize("model", ["smollm2", "minilm"])
+def test_head_ablation_page_shows_the_change(model):
+    from viz.ablation import hidden_cosine, kl_divergence
+
+    at = run_page("pages/9_Head_ablation.py", model=model, text="The capital of France is")
+    assert problems(at) == [] and at.info  # nothing picked yet: it says what to do
+    at.multiselect(key="ablate_heads").select(("decoder" if model == "smollm2" else "encoder", 0, 1)).run()
+    assert problems(at) == []
+    loaded = load_model(model)
+    plain = build_trace(loaded, "The capital of France is")
+    stack = "decoder" if model == "smollm2" else "encoder"
+    ablated = build_trace(loaded, "The capital of France is", ablate=((stack, 0, 1),))
+    bars = decode(plotly_specs(at)[0]["data"][0]["y"])
+    if model == "smollm2":
+        expected = kl_divergence(plain.outputs["logits"], ablated.outputs["logits"])
+    else:
+        expected = hidden_cosine(plain.hidden_states[stack], ablated.hidden_states[stack])
+    np.testing.assert_allclose(bars, expected, atol=1e-6)

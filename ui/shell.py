@@ -37,6 +37,7 @@ PAGES = (
     ("pages/6_Hidden_states.py", "Hidden states & logit lens"),
     ("pages/7_Head_roles.py", "Head roles & rollout"),
     ("pages/8_Encoder_vs_decoder.py", "Encoder vs decoder"),
+    ("pages/9_Head_ablation.py", "Head ablation"),
 )
 STACK_LABELS = {"encoder": "encoder self-attention", "decoder": "decoder self-attention", "cross": "cross-attention"}
 OTHER_HUB, LOCAL_DIR = "__hub__", "__path__"
@@ -132,6 +133,7 @@ PERSISTENT = (
     "compare_left",
     "compare_right",
     "compare_depth",
+    "ablate_heads",
 )
 
 
@@ -231,10 +233,25 @@ def cached_trace(
     continuation: int = 0,
     question: str = "",
     chat: bool = False,
+    ablate: tuple[tuple[str, int, int], ...] = (),
 ) -> Trace:
     """One forward pass per (model, text, options), shared by every page and every session."""
     loaded = cached_model(key, device, dtype)
-    return build_trace(loaded, text, target or None, max_tokens, continuation, question, chat)
+    return build_trace(loaded, text, target or None, max_tokens, continuation, question, chat, ablate)
+
+
+def _safely(message: str, compute):
+    """Run `compute` under a spinner; any failure becomes a message and a stopped page."""
+    try:
+        with st.spinner(message):
+            return compute()
+    except AtlasError as err:
+        st.error(str(err))
+        st.stop()
+    except Exception as err:  # noqa: BLE001 -- whatever a model throws, the page shows a message, not a traceback
+        log.exception("trace failed")
+        st.error(f"The model could not process this input ({type(err).__name__}: {str(err)[:300]}).")
+        st.stop()
 
 
 def current_trace(continuation: int = 0) -> Trace:
@@ -247,45 +264,38 @@ def current_trace(continuation: int = 0) -> Trace:
         st.info("Enter a model id or directory in the sidebar.")
         st.stop()
     ss = st.session_state
-    spinner = (
-        "First use of SmolLM2: dequantizing the packaged GGUF weights once (~25 s)…"
-        if needs_slow_first_load(key)
-        else f"Running {key}…"
-    )
-    try:
-        with st.spinner(spinner):
-            loaded = cached_model(key, ss["device"], ss["dtype"])
-            question, chat = "", False
-            if loaded.head.name == "question-answering":
-                with st.sidebar:
-                    question = st.text_input("Question (the text above is the context)", key="question")
-                remember("question")
-            if loaded.head.name == "causal-lm" and getattr(loaded.tokenizer, "chat_template", None):
-                with st.sidebar:
-                    chat = st.checkbox(
-                        "Wrap as a chat turn",
-                        key="chat",
-                        help="Put the text in the model's chat template, as a user message.",
-                    )
-                remember("chat")
-            trace = cached_trace(
-                key,
-                ss["device"],
-                ss["dtype"],
-                ss["text"],
-                ss["target"].strip(),
-                int(ss["max_tokens"]),
-                continuation,
-                question.strip(),
-                chat,
-            )
-    except AtlasError as err:
-        st.error(str(err))
-        st.stop()
-    except Exception as err:  # noqa: BLE001 -- whatever a model throws, the page shows a message, not a traceback
-        log.exception("trace failed for %s", key)
-        st.error(f"The model could not process this input ({type(err).__name__}: {str(err)[:300]}).")
-        st.stop()
+
+    def compute() -> Trace:
+        loaded = cached_model(key, ss["device"], ss["dtype"])
+        question, chat = "", False
+        if loaded.head.name == "question-answering":
+            with st.sidebar:
+                question = st.text_input("Question (the text above is the context)", key="question")
+            remember("question")
+        if loaded.head.name == "causal-lm" and getattr(loaded.tokenizer, "chat_template", None):
+            with st.sidebar:
+                chat = st.checkbox(
+                    "Wrap as a chat turn",
+                    key="chat",
+                    help="Put the text in the model's chat template, as a user message.",
+                )
+            remember("chat")
+        args = dict(
+            key=key,
+            device=ss["device"],
+            dtype=ss["dtype"],
+            text=ss["text"],
+            target=ss["target"].strip(),
+            max_tokens=int(ss["max_tokens"]),
+            continuation=continuation,
+            question=question.strip(),
+            chat=chat,
+        )
+        ss["current_trace_args"] = args
+        return cached_trace(**args)
+
+    first_use = "First use of SmolLM2: dequantizing the packaged GGUF weights once (~25 s)…"
+    trace = _safely(first_use if needs_slow_first_load(key) else f"Running {key}…", compute)
     if trace.dropped_tokens:
         st.warning(
             f"The text is longer than {trace.token_limit} tokens: the last {trace.dropped_tokens} tokens "
@@ -405,6 +415,12 @@ def current_model() -> LoadedModel:
     """The sidebar's model (already loaded by `current_trace`)."""
     ss = st.session_state
     return cached_model(ss["model"], ss["device"], ss["dtype"])
+
+
+def variant(**changes) -> Trace:
+    """The page's Trace input run again with some options changed (e.g. `ablate=...`), cached alike."""
+    args = {**st.session_state["current_trace_args"], **changes}
+    return _safely("Running the model again…", lambda: cached_trace(**args))
 
 
 def trace_for(text: str, model: str | None = None) -> Trace:

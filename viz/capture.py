@@ -41,6 +41,8 @@ class AttentionCall:
 
 
 _recording: ContextVar[list[AttentionCall] | None] = ContextVar("atlas_recording", default=None)
+# Head ablation: id(attention module) -> heads whose output is zeroed before the output projection.
+_ablation: ContextVar[dict[int, tuple[int, ...]] | None] = ContextVar("atlas_ablation", default=None)
 
 
 def _expand_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -67,6 +69,11 @@ def _split_mask(
 def _atlas_attention(module, query, key, value, attention_mask, **kwargs):
     model_file = sys.modules[type(module).__module__]
     out = model_file.eager_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    heads_off = (_ablation.get() or {}).get(id(module))
+    if heads_off:
+        context = out[0].clone()  # [batch, T, heads, d_head]
+        context[:, :, list(heads_off), :] = 0.0
+        out = (context, *out[1:])
     calls = _recording.get()
     if calls is not None:
         heads = query.shape[1]
@@ -93,6 +100,16 @@ def _atlas_attention(module, query, key, value, attention_mask, **kwargs):
             )
         )
     return out
+
+
+@contextmanager
+def ablating(heads: dict[torch.nn.Module, tuple[int, ...]]) -> Iterator[None]:
+    """Zero these heads' outputs (per attention module) for forward passes in this thread."""
+    token = _ablation.set({id(module): tuple(h) for module, h in heads.items()})
+    try:
+        yield
+    finally:
+        _ablation.reset(token)
 
 
 @contextmanager

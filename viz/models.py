@@ -138,6 +138,8 @@ class LoadedModel:
     untrained_head: tuple[str, ...] = ()
     module_names: dict[int, str] = field(default_factory=dict)
     forward_count: int = 0  # how many traced forward passes ran (tests check caching)
+    # Attention modules of each stack in layer order, learnt from the first traced pass.
+    attention_modules: dict[str, list[torch.nn.Module]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from viz.architectures import DECODER, ENCODER_DECODER, stack_of
-from viz.capture import AttentionCall, recording
+from viz.capture import AttentionCall, ablating, recording
 from viz.errors import AtlasError
 from viz.models import LoadedModel
 from viz.tokens import TokenSeq, token_seq
@@ -73,6 +73,7 @@ class Trace:
     text: str
     target_text: str | None
     question: str | None
+    ablated: tuple[tuple[str, int, int], ...]  # (stack, layer, head) zeroed in this pass
     tokens: Mapping[str, TokenSeq]
     stacks: Mapping[str, AttentionStack]
     hidden_states: Mapping[str, np.ndarray]  # "encoder"/"decoder": [layers + 1, T, d_model]
@@ -152,6 +153,17 @@ def _decoder_ids(loaded: LoadedModel, enc: dict, target_text: str | None, limit:
     return generated[0].tolist(), (time.perf_counter() - t0) * 1000
 
 
+def _heads_to_ablate(loaded: LoadedModel, ablate: tuple[tuple[str, int, int], ...]) -> dict:
+    if not ablate:
+        return {}
+    if not loaded.attention_modules:
+        raise AtlasError("Run the model once on a text before ablating heads.")
+    heads: dict[torch.nn.Module, list[int]] = {}
+    for stack, layer, head in ablate:
+        heads.setdefault(loaded.attention_modules[stack][layer], []).append(head)
+    return heads
+
+
 def build_trace(
     loaded: LoadedModel,
     text: str,
@@ -160,6 +172,7 @@ def build_trace(
     continuation: int = 0,
     question: str | None = None,
     chat: bool = False,
+    ablate: tuple[tuple[str, int, int], ...] = (),
 ) -> Trace:
     """Run the model once on `text` and capture attentions, q/k/v, hidden states and logits.
 
@@ -169,6 +182,7 @@ def build_trace(
     greedily; the pass then reads prompt + continuation (`Trace.prompt_length` marks the split).
     Question-answering models read (`question`, `text`) as a pair, `text` being the context.
     `chat` wraps the text as a user turn in the tokenizer's chat template (instruct models).
+    `ablate` lists (stack, layer, head) whose outputs are zeroed in this pass (head ablation).
     """
     if not text or not text.strip():
         raise AtlasError("The text is empty: type something for the model to read.")
@@ -207,7 +221,7 @@ def build_trace(
             tokens["target"] = token_seq(tokenizer, sequence[1:])
             kwargs["decoder_input_ids"] = torch.tensor([sequence[:-1]], device=loaded.device)
         t0 = time.perf_counter()
-        with recording() as calls:
+        with recording() as calls, ablating(_heads_to_ablate(loaded, ablate)):
             out = model(**enc, **kwargs, output_attentions=True, output_hidden_states=True, return_dict=True)
         if loaded.device.type == "cuda":
             torch.cuda.synchronize()
@@ -217,6 +231,8 @@ def build_trace(
     by_stack: dict[str, list[AttentionCall]] = {"encoder": [], "decoder": [], "cross": []}
     for call in calls:
         by_stack[stack_of(loaded.module_names[id(call.module)], loaded.adapter)].append(call)
+    if not loaded.attention_modules:  # the same for every pass: learnt once, used for ablation
+        loaded.attention_modules = {name: [c.module for c in stack] for name, stack in by_stack.items() if stack}
     if loaded.family == ENCODER_DECODER:
         stacks = {
             "encoder": _stack("encoder", by_stack["encoder"], out.encoder_attentions, "source", "source"),
@@ -240,6 +256,7 @@ def build_trace(
         text=text,
         target_text=target_text or None,
         question=question or None,
+        ablated=tuple(ablate),
         tokens=MappingProxyType(tokens),
         stacks=MappingProxyType(stacks),
         hidden_states=MappingProxyType({k: _numpy(torch.stack([h[0] for h in v])) for k, v in hidden.items()}),

@@ -1,0 +1,19 @@
+"""How much a prediction moves when heads are switched off (compare two Traces of one text)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from viz.predictions import softmax
+
+
+def kl_divergence(logits: np.ndarray, ablated_logits: np.ndarray) -> np.ndarray:
+    """KL(p ‖ p_ablated) in bits along the last axis: per position for LM heads, one value for classifiers."""
+    p, q = softmax(logits), softmax(ablated_logits)
+    return (p * (np.log2(np.maximum(p, 1e-300)) - np.log2(np.maximum(q, 1e-300)))).sum(-1)
+
+
+def hidden_cosine(hidden: np.ndarray, ablated_hidden: np.ndarray) -> np.ndarray:
+    """Per token: cosine similarity of the last layer's vectors with and without the heads."""
+    a, b = hidden[-1].astype(np.float64), ablated_hidden[-1].astype(np.float64)
+    return (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
