@@ -24,6 +24,7 @@ VIEW_PAGES = [
     "pages/7_Head_roles.py",
     "pages/8_Encoder_vs_decoder.py",
     "pages/9_Head_ablation.py",
+    "pages/10_Guided_walk.py",
 ]
 
 
@@ -337,3 +338,25 @@ def test_head_ablation_page_shows_the_change(model):
     else:
         expected = hidden_cosine(plain.hidden_states[stack], ablated.hidden_states[stack])
     np.testing.assert_allclose(bars, expected, atol=1e-6)
+
+
+def test_guided_walk_uses_the_models_numbers():
+    at = run_page("pages/10_Guided_walk.py", model="minilm", text="hello")  # opens on the dates model
+    assert problems(at) == []
+    assert at.selectbox(key="model_choice").value == "dates"
+    at.select_slider(key="walk_step").set_value(2).run()  # the step that writes the month
+    assert problems(at) == []
+    trace = build_trace(load_model("dates"), at.text_area(key="text").value)
+    cross = trace.stacks["cross"]
+    bars = {
+        s["layout"]["title"]["text"]: decode(s["data"][0]["y"])
+        for s in plotly_specs(at)
+        if s["data"][0]["type"] == "bar"
+    }
+    np.testing.assert_allclose(
+        bars["attention weights α over the input tokens"], cross.attentions[:, :, 2].mean((0, 1)), atol=1e-6
+    )
+    used = next(v for k, v in bars.items() if k.startswith("what the model uses"))
+    np.testing.assert_allclose(used, cross.attentions[-1, 0, 2], atol=1e-5)
+    source = list(trace.tokens["source"].display)
+    assert source[int(cross.attentions[:, :, 2].mean((0, 1)).argmax())] == "march"  # month written from "march"

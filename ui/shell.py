@@ -38,6 +38,7 @@ PAGES = (
     ("pages/7_Head_roles.py", "Head roles & rollout"),
     ("pages/8_Encoder_vs_decoder.py", "Encoder vs decoder"),
     ("pages/9_Head_ablation.py", "Head ablation"),
+    ("pages/10_Guided_walk.py", "Guided walk: RNN → attention"),
 )
 STACK_LABELS = {"encoder": "encoder self-attention", "decoder": "decoder self-attention", "cross": "cross-attention"}
 OTHER_HUB, LOCAL_DIR = "__hub__", "__path__"
@@ -134,6 +135,7 @@ PERSISTENT = (
     "compare_right",
     "compare_depth",
     "ablate_heads",
+    "walk_step",
 )
 
 

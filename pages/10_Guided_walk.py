@@ -1,0 +1,98 @@
+"""A guided walk from the RNN bottleneck to scaled dot-product attention, on a real model's numbers.
+
+Works on any encoder-decoder; opens on the offline dates model, whose attention is easy to read.
+"""
+
+import numpy as np
+import streamlit as st
+
+from ui import shell
+from viz import figures
+from viz.models import CATALOG_BY_KEY
+from viz.neuron import neuron_view
+from viz.predictions import softmax
+
+shell.page_setup("Guided walk: from RNN to attention")
+entry = CATALOG_BY_KEY.get(st.session_state.get("model_choice", ""))
+if entry is not None and entry.family != "encoder-decoder":
+    st.session_state["model_choice"] = "dates"  # the walk needs an encoder-decoder: open on the offline one
+    st.session_state["text"] = CATALOG_BY_KEY["dates"].examples[1]
+trace = shell.current_trace()
+if "cross" not in trace.stacks:
+    st.warning("The walk needs an encoder-decoder model (it reads cross-attention). Pick one in the sidebar.")
+    st.stop()
+source, target = trace.tokens["source"], trace.tokens["target"]
+cross, encoder = trace.stacks["cross"], trace.stacks["encoder"]
+shell.clamp("walk_step", 0, len(target) - 1)
+step = st.select_slider(
+    "Follow the decoder while it writes output token…",
+    options=list(range(len(target))),
+    format_func=lambda i: f"{i}: {target.display[i]}",
+    key="walk_step",
+)
+
+st.header("1 · The bottleneck")
+st.markdown(
+    "A sequence-to-sequence RNN (Sutskever et al. 2014) reads the input into **one vector** and writes the "
+    "output from that vector alone. However long the input, everything must fit through it. Below: this "
+    "model's encoder output for every input token — an RNN decoder would only get a single summary of it."
+)
+states = trace.hidden_states["encoder"][-1]
+st.plotly_chart(
+    figures.vectors_heatmap(states, list(source.display), "encoder output, one row per input token"), key="walk_states"
+)
+
+st.header("2 · Look back instead (Bahdanau et al. 2015)")
+row = cross.attentions[:, :, step].mean(axis=(0, 1))
+st.markdown(
+    f"Attention lets each output step look back at **all** encoder states and take a weighted mix. While "
+    f"writing **{shell.literal(target.display[step])}**, this model's weights (all layers and heads averaged) "
+    f"put most weight on **{shell.literal(source.display[int(row.argmax())])}**."
+)
+st.plotly_chart(
+    figures.weight_bars(row, list(source.display), "attention weights α over the input tokens"), key="walk_alpha"
+)
+
+st.header("3 · Scores from queries and keys")
+layer = cross.n_layers - 1
+v = neuron_view(cross, layer, 0, step)
+st.markdown(
+    "Each weight comes from a score: the decoder's **query** vector q against each input token's **key** k — "
+    f"a dot product q·k (Luong et al. 2015). Layer {layer}, head 0 of this model, with its real vectors:"
+)
+st.plotly_chart(figures.weight_bars(v.dots, list(source.display), "q · k for each input token", ".2f"), key="walk_dots")
+
+st.header("4 · Scale, then softmax (Vaswani et al. 2017)")
+d = cross.queries.shape[-1]
+unscaled = softmax(np.where(v.masked, -np.inf, v.dots))
+left, right = st.columns(2)
+left.plotly_chart(
+    figures.weight_bars(unscaled, list(source.display), "softmax(q·k): without scaling"), key="walk_unscaled"
+)
+right.plotly_chart(
+    figures.weight_bars(v.weights, list(source.display), f"what the model uses (scale {v.scaling:.3g})"),
+    key="walk_scaled",
+)
+st.markdown(
+    f"Dot products of {d}-dimensional vectors grow with √{d}; dividing by √d keeps the softmax from "
+    "saturating on one key. The right-hand bars are the model's own attention row "
+    f"(recomputed; largest difference {v.max_weight_error:.1e})."
+)
+
+st.header("5 · Several heads at once")
+st.markdown("Each head has its own W_q, W_k, W_v and so its own idea of what to look at:")
+heads = cross.attentions[layer, :, step]
+columns = st.columns(min(4, len(heads)))
+for head in range(len(heads)):
+    columns[head % len(columns)].plotly_chart(
+        figures.weight_bars(heads[head], list(source.display), f"layer {layer}, head {head}"), key=f"walk_head{head}"
+    )
+
+st.header("6 · Self-attention")
+st.markdown(
+    "Take queries and keys from the **same** sequence and the same mechanism lets every input token look at "
+    "every other: the encoder's self-attention (layer 0, mean over heads)."
+)
+st.plotly_chart(
+    figures.attention_heatmap(encoder.attentions[0].mean(0), source.display, source.display), key="walk_self"
+)
