@@ -30,6 +30,7 @@ step = st.select_slider(
     format_func=lambda i: f"{i}: {target.display[i]}",
     key="walk_step",
 )
+shell.remember("walk_step")
 
 st.header("1 · The bottleneck")
 st.markdown(

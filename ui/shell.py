@@ -52,7 +52,17 @@ DEFAULTS: dict[str, object] = {
 }
 # How URL parameters (always strings) become widget values; a value that doesn't parse or isn't
 # one of the widget's options is dropped, so a hand-edited URL can't break a page.
-INT_KEYS = {"max_tokens", "layer", "head", "query", "bertviz_layer", "continuation", "pca_layer", "rollout_layer"}
+INT_KEYS = {
+    "max_tokens",
+    "layer",
+    "head",
+    "query",
+    "bertviz_layer",
+    "continuation",
+    "pca_layer",
+    "rollout_layer",
+    "walk_step",
+}
 BOOL_KEYS = {"hide_special", "hide_first", "renormalize", "merge_words", "chat"}
 CHOICES = {
     "device": ("auto", "cpu", "cuda", "mps"),
