@@ -23,14 +23,7 @@ if "cross" not in trace.stacks:
     st.stop()
 source, target = trace.tokens["source"], trace.tokens["target"]
 cross, encoder = trace.stacks["cross"], trace.stacks["encoder"]
-shell.clamp("walk_step", 0, len(target) - 1)
-step = st.select_slider(
-    "Follow the decoder while it writes output token…",
-    options=list(range(len(target))),
-    format_func=lambda i: f"{i}: {target.display[i]}",
-    key="walk_step",
-)
-shell.remember("walk_step")
+step = shell.token_picker("Follow the decoder while it writes output token…", target, key="walk_step")
 
 st.header("1 · The bottleneck")
 st.markdown(

@@ -22,14 +22,7 @@ stack_name = shell.stack_picker(trace)
 stack = trace.stacks[stack_name]
 layer, head = shell.layer_head_picker(stack)
 rows, cols = trace.stack_tokens(stack_name)
-shell.clamp("query", 0, len(rows) - 1)
-query = st.select_slider(
-    "Query token (the row that attends)",
-    options=list(range(len(rows))),
-    format_func=lambda i: f"{i}: {rows.display[i]}",
-    key="query",
-)
-shell.remember("query")
+query = shell.token_picker("Query token (the row that attends)", rows, key="query")
 v = neuron_view(stack, layer, head, query)
 keys = list(cols.display)
 q_label = f"q ({rows.display[query]})"

@@ -20,7 +20,7 @@ from viz.errors import AtlasError
 from viz.lens import Lens, logit_lens
 from viz.models import CATALOG, CATALOG_BY_KEY, COURSE_EXAMPLES, LoadedModel, load_model, needs_slow_first_load
 from viz.mosaic import Mosaic, attention_mosaic
-from viz.tokens import MatrixView, TokenOptions
+from viz.tokens import MatrixView, TokenOptions, TokenSeq
 from viz.trace import DEFAULT_MAX_TOKENS, AttentionStack, Trace, build_trace
 
 transformers.logging.set_verbosity_error()
@@ -337,6 +337,16 @@ def stack_picker(trace: Trace) -> str:
         st.radio("Attention", names, format_func=STACK_LABELS.get, key="stack", horizontal=True)
     remember("stack")
     return st.session_state["stack"]
+
+
+def token_picker(label: str, tokens: TokenSeq, key: str) -> int:
+    """Pick one token position (kept in the URL)."""
+    clamp(key, 0, len(tokens) - 1)
+    position = st.select_slider(
+        label, options=list(range(len(tokens))), format_func=lambda i: f"{i}: {tokens.display[i]}", key=key
+    )
+    remember(key)
+    return int(position)
 
 
 def layer_head_picker(stack: AttentionStack) -> tuple[int, int]:
