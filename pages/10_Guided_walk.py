@@ -15,8 +15,7 @@ from viz.predictions import softmax
 shell.page_setup("Guided walk: from RNN to attention")
 entry = CATALOG_BY_KEY.get(st.session_state.get("model_choice", ""))
 if entry is not None and entry.family != "encoder-decoder":
-    st.session_state["model_choice"] = "dates"  # the walk needs an encoder-decoder: open on the offline one
-    st.session_state["text"] = CATALOG_BY_KEY["dates"].examples[1]
+    shell.open_on_offline_model("dates", 1, "The walk follows an encoder-decoder: opened on the offline dates model.")
 trace = shell.current_trace()
 if "cross" not in trace.stacks:
     st.warning("The walk needs an encoder-decoder model (it reads cross-attention). Pick one in the sidebar.")

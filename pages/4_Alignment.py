@@ -12,10 +12,9 @@ from viz.tokens import matrix_view
 shell.page_setup("Alignment")
 entry = CATALOG_BY_KEY.get(st.session_state.get("model_choice", ""))
 if entry is not None and entry.family == "encoder":
-    # Alignment needs a model that writes output: open on the offline dates model.
-    st.session_state["model_choice"] = "dates"
-    st.session_state["text"] = CATALOG_BY_KEY["dates"].examples[0]
-    st.info("Alignment needs a model that writes output: switched to the offline Dates → ISO model.")
+    shell.open_on_offline_model(
+        "dates", 0, "Alignment needs a model that writes output: switched to the offline Dates → ISO model."
+    )
     entry = CATALOG_BY_KEY["dates"]
 
 continuation = 0

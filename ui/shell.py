@@ -433,6 +433,13 @@ def heatmap(view: MatrixView, title: str, key: str, **kwargs) -> None:
     st.plotly_chart(fig, key=key, config={"toImageButtonOptions": {"format": "png", "filename": key, "scale": 2}})
 
 
+def open_on_offline_model(key: str, example: int, message: str) -> None:
+    """Switch the sidebar to an offline catalog model (before the sidebar is drawn) and say why."""
+    st.session_state["model_choice"] = key
+    st.session_state["text"] = CATALOG_BY_KEY[key].examples[example]
+    st.info(message)
+
+
 def current_model() -> LoadedModel:
     """The sidebar's model (already loaded by `current_trace`)."""
     ss = st.session_state

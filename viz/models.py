@@ -36,7 +36,6 @@ class CatalogEntry:
     key: str
     label: str
     family: str
-    offline: bool
     examples: tuple[str, ...] = ()
 
 
@@ -49,30 +48,27 @@ COURSE_EXAMPLES = (
 )
 
 CATALOG: tuple[CatalogEntry, ...] = (
-    CatalogEntry("minilm", "MiniLM-L6 · encoder · offline", "encoder", True),
+    CatalogEntry("minilm", "MiniLM-L6 · encoder · offline", "encoder"),
     CatalogEntry(
         "smollm2",
         "SmolLM2-135M-Instruct · decoder · offline",
         "decoder",
-        True,
         ("The capital of France is", "Translate to French: the red car is fast."),
     ),
     CatalogEntry(
         "dates",
         "Dates → ISO (Marian) · encoder-decoder · offline",
         ENCODER_DECODER,
-        True,
         ("Sunday, 22 November 2026", "the 3rd of march 1999", "22/11/26", "nov 22, 2026"),
     ),
     CatalogEntry(
         "word-order",
         "English → French word order (Marian) · encoder-decoder · offline",
         ENCODER_DECODER,
-        True,
         ("the red car is fast", "the small black cat sees the big white dog"),
     ),
     *(
-        CatalogEntry(f"hub:{name}", f"{name} · {family} · needs network", family, False, examples)
+        CatalogEntry(f"hub:{name}", f"{name} · {family} · needs network", family, examples)
         for name, family, examples in (
             ("bert-base-uncased", "encoder", ()),
             ("distilbert-base-uncased", "encoder", ()),

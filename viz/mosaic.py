@@ -49,10 +49,6 @@ class Mosaic:
     layers: int
     heads: int
 
-    def cell_origin(self, layer: int, head: int) -> tuple[int, int]:
-        """Top-left pixel (x, y) of a head's thumbnail: layers are rows, heads are columns."""
-        return head * (self.cell + GAP), layer * (self.cell + GAP)
-
 
 def _bins(n: int, cell: int) -> np.ndarray:
     """Start index of each of `cell` roughly equal bins over n positions."""
