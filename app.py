@@ -3,6 +3,7 @@
 import streamlit as st
 
 from ui import shell
+from viz import figures
 from viz.tokens import matrix_view
 
 shell.page_setup("Attention maps")
@@ -12,16 +13,30 @@ stack = trace.stacks[stack_name]
 layer, head = shell.layer_head_picker(stack)
 options = shell.token_options()
 rows, cols = trace.stack_tokens(stack_name)
+zoom = shell.zoom_picker(rows, cols)
+forbidden = stack.forbidden(layer)
 views = {
-    f"Layer {layer}, head {head}": matrix_view(stack.attentions[layer, head], rows, cols, stack.masked[layer], options),
+    f"Layer {layer}, head {head}": matrix_view(stack.attention(layer, head), rows, cols, forbidden, options),
     f"Layer {layer}, mean over {stack.n_heads} heads": matrix_view(
-        stack.attentions[layer].mean(axis=0), rows, cols, stack.masked[layer], options
+        stack.head_mean(layer), rows, cols, forbidden, options
     ),
 }
+shown = {}
 for column, key, (title, view) in zip(st.columns(2), ("head_map", "mean_map"), views.items(), strict=True):
     with column:
-        shell.heatmap(view, title, key=key)
+        shown[title] = shell.heatmap(view, title, key=key, zoom=zoom)
 if stack.causal:
     st.caption("Grey cells are masked: a causal decoder may not attend to later tokens.")
 st.caption("Each row is one token attending; its weights over the columns sum to 1.")
-shell.downloads(views, trace)
+
+st.subheader("One query over the whole context")
+query = shell.token_picker("Query token (the row that attends)", rows, key="query")
+st.plotly_chart(
+    figures.attention_line(
+        stack.attention(layer, head, rows=slice(query, query + 1))[0],
+        list(cols.display),
+        f"where “{rows.display[query]}” (#{query}) attends: layer {layer}, head {head}",
+    ),
+    key="query_line",
+)
+shell.downloads(shown, trace)

@@ -43,13 +43,13 @@ def timed(fn, repeat=3):
 
 def model_view_cost(stack, rows) -> dict:
     """What the Model view page builds and sends: the mosaic figure plus one full head heatmap."""
-    seconds, mosaic = timed(lambda: attention_mosaic(stack.attentions, stack.masked))
+    seconds, mosaic = timed(lambda: attention_mosaic(stack))
 
     def figures_json():
         grid = figures.mosaic_figure(
             mosaic.png, mosaic.width, mosaic.height, mosaic.cell, stack.n_layers, stack.n_heads, GAP
         )
-        head = figures.attention_heatmap(stack.attentions[0, 0], rows, rows, stack.masked[0])
+        head = figures.attention_heatmap(stack.attention(0, 0), rows, rows, stack.forbidden(0))
         return len(grid.to_json()) + len(head.to_json())
 
     json_seconds, sent = timed(figures_json, repeat=1)
@@ -64,8 +64,8 @@ def model_view_cost(stack, rows) -> dict:
 def plotly_grid_bytes(stack) -> int:
     fig = make_subplots(rows=stack.n_layers, cols=stack.n_heads)
     for layer in range(stack.n_layers):
-        for head in range(stack.n_heads):
-            fig.add_trace(go.Heatmap(z=stack.attentions[layer, head], showscale=False), row=layer + 1, col=head + 1)
+        for head, weights in enumerate(stack.attention(layer)):
+            fig.add_trace(go.Heatmap(z=weights, showscale=False), row=layer + 1, col=head + 1)
     return len(fig.to_json())
 
 
@@ -75,16 +75,16 @@ CHROMIUM = "/usr/bin/chromium"
 def view_pages(stack, rows) -> dict[str, tuple[str, str]]:
     """Standalone HTML of our Model view page (grid + one head) and of a grid of plotly heatmaps,
     each with a JS condition that holds once everything is drawn."""
-    mosaic = attention_mosaic(stack.attentions, stack.masked)
+    mosaic = attention_mosaic(stack)
     grid = figures.mosaic_figure(
         mosaic.png, mosaic.width, mosaic.height, mosaic.cell, stack.n_layers, stack.n_heads, GAP
     )
-    head = figures.attention_heatmap(stack.attentions[0, 0], rows, rows, stack.masked[0])
+    head = figures.attention_heatmap(stack.attention(0, 0), rows, rows, stack.forbidden(0))
     ours = grid.to_html(include_plotlyjs=True) + head.to_html(include_plotlyjs=False)
     plotly_grid = make_subplots(rows=stack.n_layers, cols=stack.n_heads)
     for layer in range(stack.n_layers):
-        for h in range(stack.n_heads):
-            plotly_grid.add_trace(go.Heatmap(z=stack.attentions[layer, h], showscale=False), row=layer + 1, col=h + 1)
+        for h, weights in enumerate(stack.attention(layer)):
+            plotly_grid.add_trace(go.Heatmap(z=weights, showscale=False), row=layer + 1, col=h + 1)
     count = "document.querySelectorAll('{}').length >= {}"
     n_heads = stack.n_layers * stack.n_heads
     return {
@@ -122,27 +122,16 @@ def browser_times(pages: dict[str, tuple[str, str]]) -> dict:
 
 
 def random_bert_base():
-    """12 layers × 12 heads like bert-base (random weights: no 12×12 model ships offline)."""
-    from viz.architectures import adapter_for
-    from viz.models import LoadedModel, head_kind_for
+    """12 layers × 12 heads like bert-base (random weights: no 12×12 model ships offline), with MiniLM's
+    tokenizer, saved to a temporary directory and loaded like any local model."""
+    import tempfile
 
     config = transformers.BertConfig(num_hidden_layers=12, num_attention_heads=12, hidden_size=768)
     torch.manual_seed(0)
-    model = transformers.BertModel(config, add_pooling_layer=False)
-    model.set_attn_implementation("atlas")
-    minilm = load_model("minilm")
-    return LoadedModel(
-        "random-bert-base",
-        "random bert-base (12×12)",
-        model.eval(),
-        minilm.tokenizer,
-        head_kind_for(config),
-        adapter_for(config),
-        torch.device("cpu"),
-        torch.float32,
-        0.0,
-        module_names={id(m): n for n, m in model.named_modules()},
-    )
+    directory = Path(tempfile.mkdtemp(prefix="bert-base-random-"))
+    transformers.BertModel(config, add_pooling_layer=False).save_pretrained(directory)
+    load_model("minilm").tokenizer.save_pretrained(directory)
+    return load_model(f"path:{directory}")
 
 
 def main() -> None:

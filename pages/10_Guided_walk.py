@@ -36,7 +36,8 @@ st.plotly_chart(
 )
 
 st.header("2 · Look back instead (Bahdanau et al. 2015)")
-row = cross.attentions[:, :, step].mean(axis=(0, 1))
+this_step = slice(step, step + 1)
+row = np.mean([cross.head_mean(layer, rows=this_step)[0] for layer in range(cross.n_layers)], axis=0)
 st.markdown(
     f"Attention lets each output step look back at **all** encoder states and take a weighted mix. While "
     f"writing **{shell.literal(target.display[step])}**, this model's weights (all layers and heads averaged) "
@@ -56,7 +57,7 @@ st.markdown(
 st.plotly_chart(figures.weight_bars(v.dots, list(source.display), "q · k for each input token", ".2f"), key="walk_dots")
 
 st.header("4 · Scale, then softmax (Vaswani et al. 2017)")
-d = cross.queries.shape[-1]
+d = cross.d_head
 unscaled = softmax(np.where(v.masked, -np.inf, v.dots))
 left, right = st.columns(2)
 left.plotly_chart(
@@ -68,13 +69,13 @@ right.plotly_chart(
 )
 st.markdown(
     f"Dot products of {d}-dimensional vectors grow with √{d}; dividing by √d keeps the softmax from "
-    "saturating on one key. The right-hand bars are the model's own attention row "
-    f"(recomputed; largest difference {v.max_weight_error:.1e})."
+    "saturating on one key. The right-hand bars are the model's own attention row: their weighted sum of "
+    f"values differs from the model's head output by {v.max_output_error:.1e}."
 )
 
 st.header("5 · Several heads at once")
 st.markdown("Each head has its own W_q, W_k, W_v and so its own idea of what to look at:")
-heads = cross.attentions[layer, :, step]
+heads = cross.attention(layer, rows=this_step)[:, 0]
 columns = st.columns(min(4, len(heads)))
 for head in range(len(heads)):
     columns[head % len(columns)].plotly_chart(
@@ -86,6 +87,4 @@ st.markdown(
     "Take queries and keys from the **same** sequence and the same mechanism lets every input token look at "
     "every other: the encoder's self-attention (layer 0, mean over heads)."
 )
-st.plotly_chart(
-    figures.attention_heatmap(encoder.attentions[0].mean(0), source.display, source.display), key="walk_self"
-)
+st.plotly_chart(figures.attention_heatmap(encoder.head_mean(0), source.display, source.display), key="walk_self")

@@ -18,11 +18,12 @@ shell.page_setup("Model view")
 trace = shell.current_trace()
 stack_name = shell.stack_picker(trace)
 stack = trace.stacks[stack_name]
-mosaic = shell.cached_mosaic(shell.trace_key(trace), stack_name, trace)
+mosaic = shell.cached_mosaic(trace.identity, stack_name, trace)
 
 st.caption(
     f"{stack.n_layers} layers × {stack.n_heads} heads. Each thumbnail is one head's attention "
-    "(rows attend to columns), scaled to its own maximum; grey = masked. Click one to open it below."
+    "(rows attend to columns), max-pooled to at most 64 × 64 pixels (a pixel shows the largest weight in its "
+    "block) and scaled to its own maximum; grey = masked. Click one to open it below."
 )
 st.plotly_chart(
     figures.mosaic_figure(mosaic.png, mosaic.width, mosaic.height, mosaic.cell, stack.n_layers, stack.n_heads, GAP),
@@ -35,6 +36,7 @@ st.download_button("Grid as PNG", mosaic.png, file_name=f"{stack_name}-heads.png
 layer, head = shell.layer_head_picker(stack)
 options = shell.token_options()
 rows, cols = trace.stack_tokens(stack_name)
-view = matrix_view(stack.attentions[layer, head], rows, cols, stack.masked[layer], options)
-shell.heatmap(view, f"Layer {layer}, head {head}", key="model_view_head")
-shell.downloads({f"{stack_name} layer {layer} head {head}": view}, trace)
+zoom = shell.zoom_picker(rows, cols)
+view = matrix_view(stack.attention(layer, head), rows, cols, stack.forbidden(layer), options)
+shown = shell.heatmap(view, f"Layer {layer}, head {head}", key="model_view_head", zoom=zoom)
+shell.downloads({f"{stack_name} layer {layer} head {head}": shown}, trace)

@@ -21,7 +21,7 @@ if reason:
     st.page_link("pages/1_Model_view.py", label="Open the Model view")
     st.stop()
 with st.spinner("Building the bertviz view…"):
-    html = shell.cached_bertviz(shell.trace_key(trace), view, layer, trace)
+    html = shell.cached_bertviz(trace.identity, view, layer, trace)
 tokens = max(len(seq) for seq in trace.tokens.values())
 height = 120 + 22 * tokens if view == "head" else 60 + 150 * next(iter(trace.stacks.values())).n_layers
 st.iframe(html, height=min(height, 4000))

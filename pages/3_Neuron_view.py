@@ -58,9 +58,7 @@ st.dataframe(table, hide_index=False, width="stretch")
 
 st.subheader("3 · Weigh: softmax over the scores")
 st.plotly_chart(figures.weight_bars(v.weights, keys, f"attention weights of {q_label}"), key="w")
-st.caption(
-    f"Recomputed from the captured q and k; the model's own attention row differs by at most {v.max_weight_error:.1e}."
-)
+st.caption("Recomputed here, step by step, from the q and k the model captured.")
 
 st.subheader("4 · Mix: the weighted sum of the value vectors")
 left, right = st.columns(2)
@@ -71,4 +69,6 @@ right.plotly_chart(
     ),
     key="out",
 )
-st.caption(f"Largest difference to the model's own head output: {np.abs(v.output - v.model_output).max():.1e}.")
+st.caption(
+    f"Largest difference to the head output the model's own attention kernel computed: {v.max_output_error:.1e}."
+)

@@ -36,24 +36,22 @@ st.caption(
     if align.kind == "cross-attention"
     else "generated → prompt: row i is the step that produced generated token i; columns are the prompt tokens."
 )
-stack = trace.stacks["cross" if "cross" in trace.stacks else "decoder"]
-layer, head = shell.layer_head_picker(stack)
+layer, head = shell.layer_head_picker(align.stack)
 options = shell.token_options()
-no_mask = np.zeros(align.weights.shape[-2:], dtype=bool)
+zoom = shell.zoom_picker(align.outputs, align.inputs)
+no_mask = np.zeros((len(align.outputs), len(align.inputs)), dtype=bool)
 matrices = {
-    f"layer {layer}, head {head}": align.weights[layer, head],
+    f"layer {layer}, head {head}": align.head(layer, head),
     f"layer {layer}, mean over heads": align.layer_mean(layer),
     "mean over all layers and heads": align.overall_mean(),
 }
 # Side by side for short inputs; tabs when the matrices need the full width to stay legible.
-wide = max(align.weights.shape[-2:]) > 16
+wide = max(no_mask.shape) > 16
 places = st.tabs(list(matrices)) if wide else st.columns(len(matrices))
+shown = {}
 for i, (place, (title, weights)) in enumerate(zip(places, matrices.items(), strict=True)):
     view = matrix_view(weights, align.outputs, align.inputs, no_mask, options)
     with place:
-        shell.heatmap(view, title, key=f"alignment_{i}", colorscale="gray")
+        shown[title] = shell.heatmap(view, title, key=f"alignment_{i}", zoom=zoom, colorscale="gray")
 st.caption("Black = 0, white = the largest weight in the matrix, as in Bahdanau et al. (2015).")
-shell.downloads(
-    {title: matrix_view(weights, align.outputs, align.inputs, no_mask, options) for title, weights in matrices.items()},
-    trace,
-)
+shell.downloads(shown, trace)

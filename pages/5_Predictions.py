@@ -83,7 +83,7 @@ def show_causal(trace, loaded):
         top_k = cols[3].number_input("Top-k", 1, 1000, 50, key="top_k")
         seed = cols[4].number_input("Seed", 0, 10_000, 0, key="seed")
         text = shell.cached_continuation(
-            shell.trace_key(trace),
+            trace.identity,
             int(n),
             mode == "sample",
             float(temperature),

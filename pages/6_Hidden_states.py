@@ -8,6 +8,8 @@ from viz import figures
 from viz.hidden import layer_cosines, norms, pca_2d
 from viz.lens import lens_available
 
+LENS_WINDOW = 64
+
 shell.page_setup("Hidden states & logit lens")
 trace = shell.current_trace()
 loaded = shell.current_model()
@@ -49,8 +51,23 @@ st.subheader("Logit lens")
 if not lens_available(loaded) or loaded.untrained_head:
     st.info("The logit lens reads hidden states through a trained language-model head; this model has none.")
     st.stop()
-lens = shell.cached_lens(shell.trace_key(trace), _loaded=loaded, _trace=trace)
-lens_tokens = trace.tokens["decoder_input" if lens.stack == "decoder" and "cross" in trace.stacks else "source"]
+lens_stack = "decoder" if "decoder" in trace.hidden_states else "encoder"
+lens_tokens = trace.tokens["decoder_input" if lens_stack == "decoder" and "cross" in trace.stacks else "source"]
+start = 0
+if len(lens_tokens) > LENS_WINDOW:  # each position costs a full vocabulary projection per layer
+    last_start = len(lens_tokens) - LENS_WINDOW
+    shell.clamp("lens_start", 0, last_start, last_start)
+    start = st.slider(
+        f"Read {LENS_WINDOW} positions from",
+        0,
+        last_start,
+        last_start,
+        key="lens_start",
+        help="Long texts are read a "
+        "window at a time: every position costs one projection onto the whole vocabulary per layer.",
+    )
+lens = shell.cached_lens(trace.identity, start, start + LENS_WINDOW, _loaded=loaded, _trace=trace)
+lens_tokens = lens_tokens.slice(start, start + LENS_WINDOW)
 decode = np.vectorize(lambda i: loaded.tokenizer.decode([int(i)]).strip() or "␣")
 top1 = decode(lens.top_ids[..., 0])
 hover = np.empty(top1.shape, dtype=object)

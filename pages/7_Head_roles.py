@@ -6,7 +6,8 @@ import streamlit as st
 
 from ui import shell
 from viz import figures
-from viz.heads import BROAD_ENTROPY, ROLE_SHARE, head_stats, rollout
+from viz.errors import AtlasError
+from viz.heads import BROAD_ENTROPY, ROLE_SHARE, rollout
 from viz.tokens import matrix_view
 
 STATISTICS = {
@@ -22,7 +23,7 @@ trace = shell.current_trace()
 names = [name for name in trace.stacks if name != "cross"]  # roles and rollout need self-attention
 stack_name = st.radio("Stack", names, horizontal=True, key="roles_stack") if len(names) > 1 else names[0]
 stack = trace.stacks[stack_name]
-stats = head_stats(stack.attentions, stack.masked)
+stats = shell.cached_head_stats(trace.identity, stack_name, trace)
 heads = [f"h{h}" for h in range(stack.n_heads)]
 
 st.caption(
@@ -60,6 +61,11 @@ shell.clamp("rollout_layer", 0, stack.n_layers - 1)
 layer = st.slider("After layer", 0, stack.n_layers - 1, stack.n_layers - 1, key="rollout_layer")
 tokens = trace.tokens[stack.queries_from]
 options = shell.token_options()
-view = matrix_view(rollout(stack.attentions)[layer], tokens, tokens, np.zeros_like(stack.masked[0]), options)
-shell.heatmap(view, f"rollout through layers 0–{layer}", key="rollout")
-shell.downloads({f"{stack_name} rollout to layer {layer}": view}, trace)
+try:
+    mixed = rollout(stack, layer)
+except AtlasError as err:
+    st.info(str(err))
+    st.stop()
+view = matrix_view(mixed, tokens, tokens, np.zeros(mixed.shape, dtype=bool), options)
+shown = shell.heatmap(view, f"rollout through layers 0–{layer}", key="rollout", zoom=shell.zoom_picker(tokens, tokens))
+shell.downloads({f"{stack_name} rollout to layer {layer}": shown}, trace)

@@ -7,7 +7,6 @@ import streamlit as st
 
 from ui import shell
 from viz.errors import AtlasError
-from viz.heads import head_stats
 from viz.models import CATALOG, CATALOG_BY_KEY
 from viz.tokens import TokenOptions, matrix_view
 
@@ -40,14 +39,14 @@ for column, key in zip((left, right), models, strict=True):
     stack = trace.stacks[stack_name]
     layer = round(depth * (stack.n_layers - 1))
     tokens = trace.tokens["source"]
-    view = matrix_view(stack.attentions[layer].mean(0), tokens, tokens, stack.masked[layer], options)
+    view = matrix_view(stack.head_mean(layer), tokens, tokens, stack.forbidden(layer), options)
     with column:
         st.caption(
             f"{trace.model_name}: {stack_name}, {stack.n_layers} layers × {stack.n_heads} heads, "
             f"{'causal (sees only the past)' if stack.causal else 'bidirectional (sees both sides)'}"
         )
         shell.heatmap(view, f"layer {layer}, mean over heads (special tokens hidden)", key=f"compare_{key}")
-    stats = head_stats(stack.attentions, stack.masked)
+    stats = shell.cached_head_stats(trace.identity, stack_name, trace)
     rel = np.linspace(0, 1, stack.n_layers)
     for name, values in (
         ("entropy", stats.entropy),

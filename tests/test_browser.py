@@ -86,7 +86,8 @@ def open_page(chromium, url: str):
 def test_attention_map_draws_offline(chromium, app_url):
     page = open_page(chromium, f"{app_url}/?model=minilm&text=time+flies+like+an+arrow")
     page.wait_for_selector(".js-plotly-plot .heatmaplayer", timeout=120_000)
-    assert page.locator(".js-plotly-plot").count() == 2
+    assert page.locator(".js-plotly-plot .heatmaplayer").count() == 2  # the head and the mean over heads
+    assert page.locator(".js-plotly-plot .scatterlayer .js-fill").count() == 1  # one query over the context
     assert "time" in page.locator(".js-plotly-plot").first.inner_text()
     assert page.external == []
     assert "Traceback" not in page.content()

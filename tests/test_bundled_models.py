@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
+from tests.tiny import all_attention, eager_attentions
 from training import dates, word_order
 from training.common import evaluate
 from viz.alignment import alignment
@@ -67,8 +68,9 @@ def test_app_trace_translates_and_aligns(bundled):
     )
     trace = build_trace(loaded, text)
     assert loaded.tokenizer.decode(trace.tokens["target"].ids.tolist(), skip_special_tokens=True) == expected
-    for stack in trace.stacks.values():
-        np.testing.assert_allclose(stack.attentions.sum(-1), 1.0, atol=1e-5)
+    reference = eager_attentions(loaded, trace)
+    for stack_name, stack in trace.stacks.items():
+        np.testing.assert_allclose(all_attention(stack), reference[stack_name], atol=1e-5)
     mean = alignment(trace).overall_mean()
     source = list(trace.tokens["source"].display)
     produced = list(trace.tokens["target"].display)

@@ -22,9 +22,13 @@ TEXTS = [
 
 def _compare(a, b):
     assert a.tokens["source"].raw == b.tokens["source"].raw
-    for name in a.stacks:
-        for field in ("attentions", "queries", "keys", "values", "contexts"):
-            np.testing.assert_array_equal(getattr(a.stacks[name], field), getattr(b.stacks[name], field))
+    for name, stack in a.stacks.items():
+        other = b.stacks[name]
+        for layer in range(stack.n_layers):
+            np.testing.assert_array_equal(stack.attention(layer), other.attention(layer))
+            for head in range(stack.n_heads):
+                for read in ("query", "key", "value", "context"):
+                    np.testing.assert_array_equal(getattr(stack, read)(layer, head), getattr(other, read)(layer, head))
 
 
 @pytest.mark.parametrize("which", ["llama", "marian"])

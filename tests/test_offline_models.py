@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from tests.tiny import all_attention, eager_attentions
 from viz.trace import build_trace
 
 
@@ -9,11 +10,11 @@ def test_minilm_traces_real_text(minilm):
     trace = build_trace(minilm, "The cat sat on the mat.")
     stack = trace.stacks["encoder"]
     assert trace.family == "encoder" and trace.model_class == "BertModel"
-    assert stack.attentions.shape == (6, 12, 9, 9)
+    assert (stack.n_layers, stack.n_heads, stack.n_queries, stack.n_keys) == (6, 12, 9, 9)
     assert trace.tokens["source"].display == ("[CLS]", "the", "cat", "sat", "on", "the", "mat", ".", "[SEP]")
     assert trace.tokens["source"].special.tolist() == [True] + [False] * 7 + [True]
     assert trace.hidden_states["encoder"].shape == (7, 9, 384)
-    np.testing.assert_allclose(stack.attentions.sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(all_attention(stack), eager_attentions(minilm, trace)["encoder"], atol=1e-5)
 
 
 def test_smollm2_is_llama_with_gqa_and_knows_paris(smollm2):
@@ -37,4 +38,6 @@ def test_smollm2_chat_turn_and_reply(smollm2):
     assert raw[0] == "<|im_start|>" and raw.count("<|im_start|>") == 3  # system, user, assistant
     reply = smollm2.tokenizer.decode(trace.tokens["source"].ids[trace.prompt_length :].tolist())
     assert "Paris" in reply
-    np.testing.assert_allclose(trace.stacks["decoder"].attentions.sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(
+        all_attention(trace.stacks["decoder"]), eager_attentions(smollm2, trace)["decoder"], atol=1e-5
+    )

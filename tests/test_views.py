@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from tests.apptest import decode, plotly_specs, problems, run_page
-from tests.tiny import TINY
+from tests.tiny import TINY, all_attention, build_tiny, eager_attentions
 from viz.bertviz_views import head_view_html, model_view_html, too_large
 from viz.models import load_model
-from viz.mosaic import attention_mosaic, downsample
+from viz.mosaic import attention_mosaic, layer_thumbnails
 from viz.neuron import neuron_view
-from viz.tokens import TokenOptions, TokenSeq, matrix_view
+from viz.tokens import TokenOptions, TokenSeq, crop_view, matrix_view, pool_view
 from viz.trace import build_trace
 
 VIEW_PAGES = [
@@ -34,13 +34,15 @@ def test_neuron_view_reproduces_the_model_on_every_architecture(tiny_dirs, name)
     loaded = load_model(f"path:{tiny_dirs[name]}")
     target = "la voiture rouge" if loaded.family == "encoder-decoder" else None
     trace = build_trace(loaded, "the cat sat on the mat", target_text=target)
-    for stack in trace.stacks.values():
+    reference = eager_attentions(loaded, trace)
+    for name, stack in trace.stacks.items():
         for layer in range(stack.n_layers):
             for head in range(stack.n_heads):
-                for query in range(stack.attentions.shape[2]):
+                for query in range(stack.n_queries):
                     v = neuron_view(stack, layer, head, query)
-                    np.testing.assert_allclose(v.weights, stack.attentions[layer, head, query], atol=1e-5)
-                    np.testing.assert_allclose(v.output, stack.contexts[layer, head, query], atol=1e-5)
+                    np.testing.assert_allclose(v.weights, reference[name][layer, head, query], atol=1e-5)
+                    np.testing.assert_allclose(v.output, stack.context(layer, head)[query], atol=1e-5)
+                    assert v.max_output_error < 1e-5
                     np.testing.assert_allclose(v.products.sum(axis=1), v.dots)
 
 
@@ -89,9 +91,9 @@ def test_neuron_view_matches_bertviz_neuron_view(tiny_dirs, name):
         attn_data = reference(torch.tensor([trace.tokens["source"].ids.tolist()]))[-1]
     for layer, data in enumerate(attn_data):
         queries, keys = data["queries"][0].numpy(), data["keys"][0].numpy()
-        np.testing.assert_allclose(stack.queries[layer], queries, atol=1e-5)
-        np.testing.assert_allclose(stack.keys[layer], keys, atol=1e-5)
         for head in range(stack.n_heads):
+            np.testing.assert_allclose(stack.query(layer, head), queries[head], atol=1e-5)
+            np.testing.assert_allclose(stack.key(layer, head), keys[head], atol=1e-5)
             for query in range(len(trace.tokens["source"])):
                 v = neuron_view(stack, layer, head, query)
                 scores = queries[head, query] @ keys[head].T / np.sqrt(keys.shape[-1])
@@ -106,14 +108,17 @@ def test_single_pass_cross_attention_equals_generate(tiny_dirs, name):
     loaded = load_model(f"path:{tiny_dirs[name]}")
     trace = build_trace(loaded, "the cat sat on the mat")
     enc = loaded.tokenizer("the cat sat on the mat", return_tensors="pt")
-    out = loaded.model.generate(
+    eager = type(loaded.model).from_pretrained(tiny_dirs[name], attn_implementation="eager").eval()
+    out = eager.generate(
         **enc, max_new_tokens=48, do_sample=False, num_beams=1, output_attentions=True, return_dict_in_generate=True
     )
     assert out.sequences[0, 1:].tolist() == trace.tokens["target"].ids.tolist()
     for step, per_layer in enumerate(out.cross_attentions):  # step i produces target token i
         for layer, attention in enumerate(per_layer):
             np.testing.assert_allclose(
-                trace.stacks["cross"].attentions[layer, :, step], attention[0, :, -1].numpy(), atol=1e-5
+                trace.stacks["cross"].attention(layer, rows=slice(step, step + 1))[:, 0],
+                attention[0, :, -1].numpy(),
+                atol=1e-5,
             )
 
 
@@ -124,9 +129,11 @@ def test_decoder_only_alignment_block(tiny_dirs):
     trace = build_trace(loaded, "the cat sat", continuation=5)
     assert trace.prompt_length == 3 and len(trace.tokens["source"]) == 8
     align = alignment(trace)
-    assert align.weights.shape == (2, 4, 5, 3)
+    assert align.head(1, 3).shape == (5, 3) and (len(align.outputs), len(align.inputs)) == (5, 3)
     # the step that produced generated token 0 is the row of the last prompt token
-    np.testing.assert_array_equal(align.weights[:, :, 0], trace.stacks["decoder"].attentions[:, :, 2, :3])
+    decoder = trace.stacks["decoder"]
+    np.testing.assert_array_equal(align.head(1, 3)[0], decoder.attention(1, 3)[2, :3])
+    np.testing.assert_allclose(align.overall_mean(), all_attention(decoder)[:, :, 2:7, :3].mean((0, 1)), atol=1e-6)
 
 
 # ------------------------------------------------------------------ bertviz offline
@@ -188,12 +195,44 @@ def test_hiding_special_tokens_and_renormalising():
 
 
 # ------------------------------------------------------------------ model-view mosaic
-def test_mosaic_thumbnails_are_box_means():
-    x = np.arange(36, dtype=float).reshape(6, 6)
-    np.testing.assert_allclose(downsample(x, 3), [[3.5, 5.5, 7.5], [15.5, 17.5, 19.5], [27.5, 29.5, 31.5]])
-    attentions = np.random.default_rng(0).random((2, 3, 8, 8))
-    mosaic = attention_mosaic(attentions)
-    assert (mosaic.layers, mosaic.heads) == (2, 3) and mosaic.png.startswith(b"\x89PNG")
+def _max_pool(a: np.ndarray, size: int) -> np.ndarray:
+    """Reference: pad with zeros to a multiple of `size`, take each block's maximum."""
+    rows, cols = -(-a.shape[-2] // size) * size, -(-a.shape[-1] // size) * size
+    padded = np.zeros((*a.shape[:-2], rows, cols))
+    padded[..., : a.shape[-2], : a.shape[-1]] = a
+    return padded.reshape(*a.shape[:-2], rows // size, size, cols // size, size).max(axis=(-3, -1))
+
+
+@pytest.mark.parametrize("tokens", [150, 1000])
+def test_mosaic_thumbnails_are_max_pooled_eager_attention(tmp_path, tokens, monkeypatch):
+    """Streamed a block of rows at a time (blocks smaller than a pixel row here), and still exact."""
+    monkeypatch.setattr("viz.trace.BLOCK_CELLS", 6 * 700 * 7)
+    loaded = load_model(f"path:{build_tiny('llama', tmp_path, max_position_embeddings=1024)}")
+    trace = build_trace(loaded, "the cat sat on the mat " * 200, max_tokens=tokens)
+    stack = trace.stacks["decoder"]
+    reference = eager_attentions(loaded, trace)["decoder"]
+    for layer in range(stack.n_layers):
+        thumbs, masked = layer_thumbnails(stack, layer, cell=64)
+        size = -(-tokens // 64)
+        np.testing.assert_allclose(thumbs, _max_pool(reference[layer], size), atol=1e-5)
+        assert masked.shape == thumbs.shape[1:] and masked[0, -1] and not masked[-1, 0]
+    mosaic = attention_mosaic(stack)
+    assert (mosaic.layers, mosaic.heads) == (2, 6) and mosaic.png.startswith(b"\x89PNG")
+
+
+def test_overview_is_max_pooled_and_zoom_keeps_full_resolution():
+    n = 1300
+    seq = _seq([f"t{i}" for i in range(n)], list(range(n)), [False] * n)
+    weights = np.zeros((n, n))
+    weights[700, 3] = 1.0  # one sharp cell: a mean would wash it out, a max keeps it
+    view = matrix_view(weights, seq, seq, np.zeros((n, n), bool), TokenOptions())
+    overview = pool_view(view, 512)
+    assert overview.pooled == 3 and overview.weights.shape == (434, 434)
+    assert overview.weights[700 // 3, 1] == 1.0 and overview.weights.sum() == 1.0
+    assert overview.row_positions[233] == 699 and overview.row_labels[233] == "t699 … t701"
+    zoomed = pool_view(crop_view(view, (600, 900), (0, 400)), 512)
+    assert zoomed.pooled == 1 and zoomed.weights.shape == (301, 401)
+    assert zoomed.row_positions[0] == 600 and zoomed.weights[100, 3] == 1.0
 
 
 # ------------------------------------------------------------------ pages
@@ -216,7 +255,8 @@ def test_neuron_page_numbers_are_the_models(minilm):
     assert problems(at) == []
     trace = build_trace(minilm, "time flies like an arrow")
     bars = [s for s in plotly_specs(at) if s["data"][0]["type"] == "bar"][0]
-    np.testing.assert_allclose(decode(bars["data"][0]["y"]), trace.stacks["encoder"].attentions[0, 8, 2], atol=1e-6)
+    reference = eager_attentions(minilm, trace)["encoder"]
+    np.testing.assert_allclose(decode(bars["data"][0]["y"]), reference[0, 8, 2], atol=1e-6)
 
 
 def test_alignment_page_opens_on_an_encoder_decoder():
@@ -248,48 +288,102 @@ def test_exports_round_trip(minilm):
     trace = build_trace(minilm, "the cat sat on the mat")
     stack = trace.stacks["encoder"]
     labels = list(trace.tokens["source"].display)
-    frame = pd.read_csv(io.BytesIO(matrix_csv(stack.attentions[2, 3], labels, labels)), index_col=0)
+    frame = pd.read_csv(io.BytesIO(matrix_csv(stack.attention(2, 3), labels, labels)), index_col=0)
     assert list(frame.index) == [f"{i}:{t}" for i, t in enumerate(labels)]  # repeated "the" stays apart
-    np.testing.assert_allclose(frame.to_numpy(), stack.attentions[2, 3], rtol=1e-5)
+    np.testing.assert_allclose(frame.to_numpy(), stack.attention(2, 3), rtol=1e-5)
     archive = np.load(io.BytesIO(trace_npz(trace)))
-    np.testing.assert_array_equal(archive["encoder/attentions"], stack.attentions)
-    np.testing.assert_array_equal(archive["encoder/queries"], stack.queries)
+    np.testing.assert_array_equal(archive["encoder/queries"][2, 3], stack.query(2, 3))
+    np.testing.assert_array_equal(archive["encoder/contexts"][5, 11], stack.context(5, 11))
+    # the archive says how to recompute attention, and following it gives the model's weights back
+    q, k = archive["encoder/queries"][2, 3], archive["encoder/keys"][2, 3]
+    scores = q @ k.T * archive["encoder/scaling"][2]
+    assert archive["encoder/mask_rule"][2].startswith("none")
+    recomputed = np.exp(scores - scores.max(-1, keepdims=True))
+    np.testing.assert_allclose(recomputed / recomputed.sum(-1, keepdims=True), stack.attention(2, 3), atol=1e-5)
     assert list(archive["tokens/source/raw"]) == list(trace.tokens["source"].raw)
 
 
 # ------------------------------------------------------------------ head statistics and rollout
+def _reference_stats(attentions: np.ndarray, masked: np.ndarray) -> dict:
+    """Head statistics straight from full [layers, heads, T, T] attention (the definitions, unstreamed)."""
+    a = attentions.astype(np.float64)
+    t = a.shape[-1]
+    visible = (~masked).sum(-1)
+    plogp = np.where(a > 0, a * np.log(np.where(a > 0, a, 1.0)), 0.0)
+    entropy = -plogp.sum(-1) / np.log(np.maximum(visible, 2))[:, None, :]
+    entropy = np.where((visible > 1)[:, None, :], entropy, np.nan)
+    rows = np.arange(t)
+    return dict(
+        entropy=np.nanmean(entropy, -1),
+        distance=(a * np.abs(rows[:, None] - rows[None, :])).sum(-1).mean(-1),
+        to_first=a[..., 0].mean(-1),
+        to_self=np.diagonal(a, axis1=-2, axis2=-1).mean(-1),
+        to_previous=np.diagonal(a, offset=-1, axis1=-2, axis2=-1).mean(-1),
+    )
+
+
+@pytest.mark.parametrize("name", ["llama", "bert"])
+def test_streamed_head_stats_equal_the_definitions_on_eager_attention(tmp_path, name, monkeypatch):
+    from viz.heads import head_stats
+
+    monkeypatch.setattr("viz.trace.BLOCK_CELLS", 6 * 300 * 5)  # many small blocks
+    loaded = load_model(f"path:{build_tiny(name, tmp_path, max_position_embeddings=512)}")
+    trace = build_trace(loaded, "the cat sat on the mat time flies " * 40, max_tokens=300)
+    stack = next(iter(trace.stacks.values()))
+    reference = eager_attentions(loaded, trace)[stack.name]
+    masked = np.stack([stack.forbidden(layer) for layer in range(stack.n_layers)])
+    expected = _reference_stats(reference, masked)
+    stats = head_stats(stack)
+    for key, values in expected.items():
+        np.testing.assert_allclose(getattr(stats, key), values, atol=1e-5, err_msg=key)
+
+
+def _hand_made_stack(t: int = 6):
+    """Four heads whose q/k make exact patterns: self, previous token, first token, uniform (causal)."""
+    import torch
+
+    from viz.capture import AttentionRecord, MaskRule
+    from viz.trace import AttentionStack
+
+    eye = torch.eye(t) * 60.0  # large scores: softmax is one-hot up to e^-60
+    previous = torch.roll(eye, 1, dims=0)
+    first = torch.zeros(t, t)
+    first[:, 0] = 60.0
+    query = torch.stack([eye, previous, first, torch.zeros(t, t)])
+    record = AttentionRecord(
+        None, query, torch.eye(t).expand(4, t, t), torch.zeros(4, t, t), MaskRule(t, t, causal=True), None, 1.0,
+        torch.zeros(4, t, t),
+    )  # fmt: skip
+    return AttentionStack("decoder", "source", "source", (record,))
+
+
 def test_head_roles_on_hand_made_heads():
     from viz.heads import head_stats
 
-    t = 6
-    causal = np.triu(np.ones((t, t), bool), k=1)
-    previous = np.eye(t, k=-1)
-    previous[0, 0] = 1.0
-    first = np.zeros((t, t))
-    first[:, 0] = 1.0
-    uniform = np.tril(np.ones((t, t)))
-    uniform /= uniform.sum(-1, keepdims=True)
-    heads = np.stack([np.eye(t), previous, first, uniform])[None]  # [1 layer, 4 heads, t, t]
-    stats = head_stats(heads, causal[None])
+    stats = head_stats(_hand_made_stack())
     assert stats.roles[0].tolist() == ["self", "previous token", "first token", "broad"]
-    np.testing.assert_allclose(stats.distance[0, :2], [0.0, 5 / 6])
+    np.testing.assert_allclose(stats.distance[0, :2], [0.0, 5 / 6], atol=1e-12)
     np.testing.assert_allclose(stats.entropy[0, 3], 1.0)
-    np.testing.assert_allclose(stats.entropy[0, 0], 0.0)
+    np.testing.assert_allclose(stats.entropy[0, 0], 0.0, atol=1e-12)
 
 
-def test_rollout_follows_the_residual_stream():
+def test_rollout_follows_the_residual_stream(tiny_dirs, tmp_path):
+    from viz.errors import AtlasError
     from viz.heads import rollout
 
-    t = 4
-    rng = np.random.default_rng(0)
-    a = rng.random((3, 2, t, t))
-    a /= a.sum(-1, keepdims=True)
-    r = rollout(a)
-    np.testing.assert_allclose(r.sum(-1), 1.0)
-    np.testing.assert_allclose(r[0], 0.5 * np.eye(t) + 0.5 * a[0].mean(0))
-    np.testing.assert_allclose(r[1], (0.5 * np.eye(t) + 0.5 * a[1].mean(0)) @ r[0])
-    identity = np.broadcast_to(np.eye(t), (3, 2, t, t))
-    np.testing.assert_allclose(rollout(identity)[-1], np.eye(t))
+    loaded = load_model(f"path:{tiny_dirs['bert']}")
+    trace = build_trace(loaded, "the cat sat on the mat")
+    stack = trace.stacks["encoder"]
+    a = eager_attentions(loaded, trace)["encoder"]
+    t = a.shape[-1]
+    first = 0.5 * np.eye(t) + 0.5 * a[0].mean(0)
+    np.testing.assert_allclose(rollout(stack, 0), first, atol=1e-6)
+    np.testing.assert_allclose(rollout(stack, 1), (0.5 * np.eye(t) + 0.5 * a[1].mean(0)) @ first, atol=1e-6)
+    np.testing.assert_allclose(rollout(stack, 1).sum(-1), 1.0)
+    long_model = load_model(f"path:{build_tiny('bert', tmp_path, max_position_embeddings=1100)}")
+    long = build_trace(long_model, "the cat " * 600, max_tokens=1100)
+    with pytest.raises(AtlasError, match="up to 1,024 tokens"):  # T³ per layer: refused with a reason
+        rollout(long.stacks["encoder"], 0)
 
 
 def test_known_heads_of_the_offline_models_get_their_roles(minilm, smollm2):
@@ -298,11 +392,9 @@ def test_known_heads_of_the_offline_models_get_their_roles(minilm, smollm2):
     from viz.heads import head_stats
 
     text = "The capital of France is Paris. The capital of Germany is Berlin. The capital of Italy is Rome."
-    s = build_trace(minilm, text).stacks["encoder"]
-    stats = head_stats(s.attentions, s.masked)
+    stats = head_stats(build_trace(minilm, text).stacks["encoder"])
     assert stats.roles[0, 2] == "previous token" and stats.to_previous[0, 2] > 0.9
-    s = build_trace(smollm2, text).stacks["decoder"]
-    roles = head_stats(s.attentions, s.masked).roles
+    roles = head_stats(build_trace(smollm2, text).stacks["decoder"]).roles
     assert (roles == "first token").mean() > 0.5
 
 
@@ -315,7 +407,7 @@ def test_encoder_vs_decoder_curves_are_the_models_statistics(minilm):
     entropy = next(s for s in plotly_specs(at) if s["layout"].get("title", {}).get("text") == "entropy")
     minilm_line = next(trace for trace in entropy["data"] if trace["name"] == "all-MiniLM-L6-v2")
     stack = build_trace(minilm, text).stacks["encoder"]
-    np.testing.assert_allclose(decode(minilm_line["y"]), head_stats(stack.attentions, stack.masked).entropy.mean(1))
+    np.testing.assert_allclose(decode(minilm_line["y"]), head_stats(stack).entropy.mean(1))
     heatmaps = [s for s in plotly_specs(at) if s["data"][0]["type"] == "heatmap"]
     assert len(heatmaps) == 2 and np.isnan(decode(heatmaps[1]["data"][0]["z"])[0, 1:]).all()  # decoder: causal
 
@@ -346,17 +438,18 @@ def test_guided_walk_uses_the_models_numbers():
     assert at.selectbox(key="model_choice").value == "dates"
     at.select_slider(key="walk_step").set_value(2).run()  # the step that writes the month
     assert problems(at) == []
-    trace = build_trace(load_model("dates"), at.text_area(key="text").value)
-    cross = trace.stacks["cross"]
+    loaded = load_model("dates")
+    trace = build_trace(loaded, at.text_area(key="text").value)
+    cross = eager_attentions(loaded, trace)["cross"]  # [layers, heads, outputs, inputs]
     bars = {
         s["layout"]["title"]["text"]: decode(s["data"][0]["y"])
         for s in plotly_specs(at)
         if s["data"][0]["type"] == "bar"
     }
     np.testing.assert_allclose(
-        bars["attention weights α over the input tokens"], cross.attentions[:, :, 2].mean((0, 1)), atol=1e-6
+        bars["attention weights α over the input tokens"], cross[:, :, 2].mean((0, 1)), atol=1e-6
     )
     used = next(v for k, v in bars.items() if k.startswith("what the model uses"))
-    np.testing.assert_allclose(used, cross.attentions[-1, 0, 2], atol=1e-5)
+    np.testing.assert_allclose(used, cross[-1, 0, 2], atol=1e-5)
     source = list(trace.tokens["source"].display)
-    assert source[int(cross.attentions[:, :, 2].mean((0, 1)).argmax())] == "march"  # month written from "march"
+    assert source[int(cross[:, :, 2].mean((0, 1)).argmax())] == "march"  # month written from "march"

@@ -6,8 +6,10 @@ local model ("path:<dir>").
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
+import numpy as np
 import torch
 import transformers
 
@@ -117,3 +119,35 @@ def build_tiny(name: str, directory: Path, head: str | None = None, **config_ove
     model.save_pretrained(directory)
     tokenizer_for(template).save_pretrained(directory)
     return directory
+
+
+# ---------------------------------------------------------------- the reference every on-demand map is held to
+_EAGER: dict[int, torch.nn.Module] = {}
+
+
+def eager_attentions(loaded, trace) -> dict[str, np.ndarray]:
+    """The model's own attention weights for the trace's tokens, from an eager copy of the model run
+    with `output_attentions=True`: {"encoder" | "decoder" | "cross": [layers, heads, Tq, Tk]}."""
+    if id(loaded.model) not in _EAGER:
+        eager = copy.deepcopy(loaded.model)
+        eager.set_attn_implementation("eager")
+        _EAGER[id(loaded.model)] = eager
+    model = _EAGER[id(loaded.model)]
+    kwargs = {"input_ids": torch.tensor([trace.tokens["source"].ids.tolist()], device=loaded.device)}
+    if "decoder_input" in trace.tokens:
+        kwargs["decoder_input_ids"] = torch.tensor([trace.tokens["decoder_input"].ids.tolist()], device=loaded.device)
+    with torch.no_grad():
+        out = model(**kwargs, output_attentions=True)
+    stacked = lambda layers: np.stack([a[0].float().cpu().numpy() for a in layers])  # noqa: E731
+    if "decoder_input" in trace.tokens:
+        return {
+            "encoder": stacked(out.encoder_attentions),
+            "decoder": stacked(out.decoder_attentions),
+            "cross": stacked(out.cross_attentions),
+        }
+    return {next(iter(trace.stacks)): stacked(out.attentions)}
+
+
+def all_attention(stack) -> np.ndarray:
+    """[layers, heads, Tq, Tk] from the Trace's on-demand maps (small inputs only)."""
+    return np.stack([stack.attention(layer) for layer in range(stack.n_layers)])

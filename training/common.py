@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,6 +66,9 @@ def alignment_hits(attention: np.ndarray, source_roles: list[str | None], target
 @torch.inference_mode()
 def evaluate(model, tokenizer, examples: list[Example], batch_size: int = 250) -> dict:
     """Exact match of greedy outputs, and alignment of cross-attention under forced decoding."""
+    if model.config._attn_implementation != "eager":  # output_attentions needs eager; leave the caller's model be
+        model = copy.deepcopy(model)
+        model.set_attn_implementation("eager")
     model.eval()
     exact, last_layer, all_layers = [], [], []
     by_tag: dict[str, list[bool]] = {}

@@ -16,11 +16,21 @@ import transformers
 from viz import export, figures, predictions
 from viz.architectures import ENCODER_DECODER
 from viz.bertviz_views import head_view_html, model_view_html
+from viz.cache import GIB, ByteBudgetCache, default_budget
 from viz.errors import AtlasError
+from viz.heads import HeadStats, head_stats
 from viz.lens import Lens, logit_lens
-from viz.models import CATALOG, CATALOG_BY_KEY, COURSE_EXAMPLES, LoadedModel, load_model, needs_slow_first_load
+from viz.models import (
+    CATALOG,
+    CATALOG_BY_KEY,
+    COURSE_EXAMPLES,
+    SPREAD,
+    LoadedModel,
+    load_model,
+    needs_slow_first_load,
+)
 from viz.mosaic import Mosaic, attention_mosaic
-from viz.tokens import MatrixView, TokenOptions, TokenSeq
+from viz.tokens import OVERVIEW_CELLS, MatrixView, TokenOptions, TokenSeq, crop_view, pool_view
 from viz.trace import DEFAULT_MAX_TOKENS, AttentionStack, Trace, build_trace
 
 transformers.logging.set_verbosity_error()
@@ -65,11 +75,12 @@ INT_KEYS = {
 }
 BOOL_KEYS = {"hide_special", "hide_first", "renormalize", "merge_words", "chat"}
 CHOICES = {
-    "device": ("auto", "cpu", "cuda", "mps"),
+    "device": ("auto", "cpu", "cuda", "mps", SPREAD),
     "dtype": ("float32", "float16", "bfloat16"),
     "bertviz_view": ("head", "model"),
 }
-MAX_TOKENS_RANGE = (4, 1024)
+MAX_TOKENS_RANGE = (4, 32_768)  # the model's own position limit applies too (SmolLM2: 8,192)
+URL_TEXT_LIMIT = 2_000  # longer texts stay in the session but not in the link (browsers and servers cap URLs)
 
 
 # ------------------------------------------------------------------ URL state
@@ -110,7 +121,7 @@ def remember(*keys: str) -> None:
     """Write these widget values into the URL."""
     for key in keys:
         value = st.session_state.get(key)
-        if value is None or value == "":
+        if value is None or value == "" or (isinstance(value, str) and len(value) > URL_TEXT_LIMIT):
             st.query_params.pop(key, None)
         else:
             st.query_params[key] = str(value)
@@ -178,7 +189,7 @@ def _set_example() -> None:
 def _device_options() -> list[str]:
     options = ["auto", "cpu"]
     if torch.cuda.is_available():
-        options.append("cuda")
+        options += ["cuda", SPREAD]
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         options.append("mps")
     return options
@@ -207,7 +218,9 @@ def sidebar() -> str:
         st.selectbox(
             "Examples", examples, index=None, placeholder="Load an example…", key="example", on_change=_set_example
         )
-        st.text_area("Text", key="text", height=100, max_chars=20_000)
+        st.text_area("Text", key="text", height=100, max_chars=200_000)
+        if len(st.session_state["text"]) > URL_TEXT_LIMIT:
+            st.caption("This text is too long for the page's link: a copied URL will not carry it.")
         if entry is None or entry.family == ENCODER_DECODER:
             st.text_input(
                 "Target text (encoder-decoders)",
@@ -220,7 +233,13 @@ def sidebar() -> str:
             st.number_input("Max tokens", min_value=lo, max_value=hi, step=16, key="max_tokens")
             if st.session_state["device"] not in _device_options():  # e.g. a URL from a GPU machine
                 st.session_state["device"] = "auto"
-            st.selectbox("Device", _device_options(), key="device")
+            st.selectbox(
+                "Device",
+                _device_options(),
+                key="device",
+                format_func=lambda d: "all GPUs (device_map=auto)" if d == SPREAD else d,
+                help="'all GPUs' spreads a model too large for one GPU over every GPU (and the CPU) with accelerate.",
+            )
             if st.session_state["device"] not in ("cpu",) and _device_options() != ["auto", "cpu"]:
                 st.selectbox("Precision", ["float32", "float16", "bfloat16"], key="dtype")
     remember("model", "text", "target", "max_tokens", "device", "dtype")
@@ -233,8 +252,12 @@ def cached_model(key: str, device: str, dtype: str) -> LoadedModel:
     return load_model(key, device, dtype)
 
 
-# A Trace of SmolLM2 at 1024 tokens holds ~1.6 GB (attentions, q/k/v, logits): keep a few only.
-@st.cache_resource(show_spinner=False, max_entries=8)
+@st.cache_resource(show_spinner=False)
+def trace_cache() -> ByteBudgetCache[Trace]:
+    """Traces of every session of this server, bounded by bytes (ATLAS_TRACE_CACHE_GB; default 40 % of RAM)."""
+    return ByteBudgetCache(default_budget(), lambda trace: trace.nbytes)
+
+
 def cached_trace(
     key: str,
     device: str,
@@ -248,8 +271,17 @@ def cached_trace(
     ablate: tuple[tuple[str, int, int], ...] = (),
 ) -> Trace:
     """One forward pass per (model, text, options), shared by every page and every session."""
-    loaded = cached_model(key, device, dtype)
-    return build_trace(loaded, text, target or None, max_tokens, continuation, question, chat, ablate)
+    args = (key, device, dtype, text, target, max_tokens, continuation, question, chat, ablate)
+
+    def build() -> Trace:
+        loaded = cached_model(key, device, dtype)
+        return build_trace(loaded, text, target or None, max_tokens, continuation, question, chat, ablate)
+
+    return trace_cache().get(args, build)
+
+
+def size_text(nbytes: int) -> str:
+    return f"{nbytes / GIB:.2f} GB" if nbytes >= GIB / 10 else f"{nbytes / (1 << 20):.1f} MB"
 
 
 def _safely(message: str, compute):
@@ -314,9 +346,11 @@ def current_trace(continuation: int = 0) -> Trace:
             "were dropped. Raise 'Max tokens' in the sidebar (up to the model's limit) to see more."
         )
     timings = " · ".join(f"{name} {ms:.0f} ms" for name, ms in trace.timings_ms.items() if ms)
+    cache = trace_cache()
     st.caption(
         f"**{trace.model_name}** ({trace.model_class}, {trace.family}) · device **{trace.device}** "
-        f"({trace.dtype}) · {timings} · {len(trace.tokens['source'])} tokens"
+        f"({trace.dtype}) · {timings} · {len(trace.tokens['source'])} tokens (limit {trace.token_limit:,}) · "
+        f"trace {size_text(trace.nbytes)} · cache {size_text(cache.used)} of {size_text(cache.budget)}"
     )
     return trace
 
@@ -363,27 +397,18 @@ def layer_head_picker(stack: AttentionStack) -> tuple[int, int]:
     return int(st.session_state["layer"]), int(st.session_state["head"])
 
 
-def trace_key(trace: Trace) -> tuple:
-    """What identifies a Trace: views derived from it are cached under this."""
-    return (
-        trace.model_key,
-        trace.device,
-        trace.dtype,
-        trace.text,
-        trace.target_text,
-        trace.token_limit,
-        len(trace.tokens["source"]),
-    )
+@st.cache_data(show_spinner="Drawing every head (computed from q and k, a block at a time)…", max_entries=32)
+def cached_mosaic(identity: tuple, stack: str, _trace: Trace) -> Mosaic:
+    return attention_mosaic(_trace.stacks[stack])
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def cached_mosaic(key: tuple, stack: str, _trace: Trace) -> Mosaic:
-    s = _trace.stacks[stack]
-    return attention_mosaic(s.attentions, s.masked)
+@st.cache_data(show_spinner="Measuring every head…", max_entries=32)
+def cached_head_stats(identity: tuple, stack: str, _trace: Trace) -> HeadStats:
+    return head_stats(_trace.stacks[stack])
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def cached_bertviz(key: tuple, view: str, layer: int, _trace: Trace) -> str:
+def cached_bertviz(identity: tuple, view: str, layer: int, _trace: Trace) -> str:
     return head_view_html(_trace, layer) if view == "head" else model_view_html(_trace)
 
 
@@ -427,10 +452,47 @@ def downloads(views: dict[str, MatrixView], trace: Trace) -> None:
     )
 
 
-def heatmap(view: MatrixView, title: str, key: str, **kwargs) -> None:
-    """A matrix view as an interactive heatmap (plotly's camera button saves it as PNG)."""
-    fig = figures.attention_heatmap(view.weights, view.row_labels, view.col_labels, view.masked, title, **kwargs)
+Region = tuple[tuple[int, int], tuple[int, int]]
+
+
+def zoom_picker(rows: TokenSeq, cols: TokenSeq) -> Region | None:
+    """Query and key ranges (token positions) to draw at full resolution; only for matrices too large
+    to draw cell by cell. Shared by the maps of a page, so side-by-side maps show the same region."""
+    if max(len(rows), len(cols)) <= OVERVIEW_CELLS:
+        return None
+    region = []
+    with st.expander(f"Zoom: {len(rows):,} × {len(cols):,} tokens", expanded=True):
+        for key, label, seq in (("zoom_rows", "Queries (rows)", rows), ("zoom_cols", "Keys (columns)", cols)):
+            whole = (0, len(seq) - 1)
+            value = st.session_state.get(key)
+            if not (isinstance(value, tuple | list) and len(value) == 2 and 0 <= value[0] <= value[1] <= whole[1]):
+                st.session_state[key] = whole
+            region.append(tuple(st.slider(label, *whole, key=key)))
+        st.caption(
+            f"Drawn at full resolution when both ranges span at most {OVERVIEW_CELLS} tokens; larger regions "
+            "are max-pooled (each cell shows the largest weight in its block, so a sharp head stays visible)."
+        )
+    return region[0], region[1]
+
+
+def heatmap(view: MatrixView, title: str, key: str, zoom: Region | None = None, **kwargs) -> MatrixView:
+    """A matrix view as an interactive heatmap: cropped to `zoom`, max-pooled to at most OVERVIEW_CELLS a
+    side (the title says so). Returns what was drawn. Plotly's camera button saves it as PNG."""
+    shown = pool_view(crop_view(view, *zoom) if zoom else view)
+    if shown.pooled > 1:
+        title += f" · max-pooled {shown.pooled}×{shown.pooled}"
+    fig = figures.attention_heatmap(
+        shown.weights,
+        shown.row_labels,
+        shown.col_labels,
+        shown.masked,
+        title,
+        row_positions=shown.row_positions,
+        col_positions=shown.col_positions,
+        **kwargs,
+    )
     st.plotly_chart(fig, key=key, config={"toImageButtonOptions": {"format": "png", "filename": key, "scale": 2}})
+    return shown
 
 
 def open_on_offline_model(key: str, example: int, message: str) -> None:
@@ -473,5 +535,5 @@ def cached_continuation(
 
 
 @st.cache_data(show_spinner="Reading every layer through the output head…", max_entries=16)
-def cached_lens(key: tuple, _loaded: LoadedModel, _trace: Trace) -> Lens:
-    return logit_lens(_loaded, _trace)
+def cached_lens(identity: tuple, start: int, stop: int, _loaded: LoadedModel, _trace: Trace) -> Lens:
+    return logit_lens(_loaded, _trace, positions=slice(start, stop))

@@ -3,6 +3,7 @@
 Row i is the decoder step that *produces* output token i; its weights say which input tokens
 that step looked at. Encoder-decoders: the cross-attention. Decoder-only models: the block of
 self-attention from the steps that generated the continuation back to the prompt.
+Weights are computed from the Trace on request, like every other map.
 """
 
 from __future__ import annotations
@@ -13,33 +14,43 @@ import numpy as np
 
 from viz.errors import AtlasError
 from viz.tokens import TokenSeq
-from viz.trace import Trace
+from viz.trace import ALL, AttentionStack, Trace
 
 
 @dataclass(frozen=True)
 class Alignment:
-    weights: np.ndarray  # [layers, heads, outputs, inputs]
+    stack: AttentionStack
+    rows: slice  # the stack's rows that produced the outputs
+    cols: slice  # the stack's columns that hold the inputs
     outputs: TokenSeq  # rows: the produced tokens
     inputs: TokenSeq  # columns: the source / prompt tokens
     kind: str  # "cross-attention" | "generated → prompt"
 
+    def head(self, layer: int, head: int) -> np.ndarray:
+        return self.stack.attention(layer, head, self.rows, self.cols)
+
     def layer_mean(self, layer: int) -> np.ndarray:
-        return self.weights[layer].mean(axis=0)
+        return self.stack.head_mean(layer, self.rows, self.cols)
 
     def overall_mean(self) -> np.ndarray:
-        return self.weights.mean(axis=(0, 1))
+        return np.mean([self.layer_mean(layer) for layer in range(self.stack.n_layers)], axis=0)
 
 
 def alignment(trace: Trace) -> Alignment:
     if "cross" in trace.stacks:
-        return Alignment(
-            trace.stacks["cross"].attentions, trace.tokens["target"], trace.tokens["source"], "cross-attention"
-        )
+        cross = trace.stacks["cross"]
+        return Alignment(cross, ALL, ALL, trace.tokens["target"], trace.tokens["source"], "cross-attention")
     if "decoder" not in trace.stacks:
         raise AtlasError("An encoder-only model produces no output tokens: there is nothing to align.")
     prompt, total = trace.prompt_length, len(trace.tokens["source"])
     if total <= prompt:
         raise AtlasError("The model generated nothing after the prompt (it ended at once, or the length cap is full).")
-    block = trace.stacks["decoder"].attentions[:, :, prompt - 1 : total - 1, :prompt]
     source = trace.tokens["source"]
-    return Alignment(block, source.slice(prompt, total), source.slice(0, prompt), "generated → prompt")
+    return Alignment(
+        trace.stacks["decoder"],
+        slice(prompt - 1, total - 1),
+        slice(0, prompt),
+        source.slice(prompt, total),
+        source.slice(0, prompt),
+        "generated → prompt",
+    )

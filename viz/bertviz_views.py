@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from bertviz import head_view, model_view
 
-from viz.trace import Trace
+from viz.trace import AttentionStack, Trace
 
 VENDOR = Path(__file__).resolve().parent / "vendor"
 REQUIRE_STANDIN = """
@@ -60,18 +60,17 @@ def _offline(bertviz_html: str) -> str:
     return page
 
 
-def _layers(attentions: np.ndarray) -> list[torch.Tensor]:
+def _layers(stack: AttentionStack) -> list[torch.Tensor]:
     # float64 rounded to 4 decimals: JSON numbers like 0.1234 instead of 0.12339999526739121
-    rounded = np.round(attentions.astype(np.float64), 4)
-    return [torch.from_numpy(rounded[layer])[None] for layer in range(len(rounded))]
+    return [
+        torch.from_numpy(np.round(stack.attention(layer).astype(np.float64), 4))[None]
+        for layer in range(stack.n_layers)
+    ]
 
 
 def too_large(trace: Trace, view: str, layers: int | None = None) -> str | None:
     """Why bertviz's `view` ("head" or "model") would be unusable for this trace, or None."""
-    cells = sum(
-        (layers or s.n_layers) * s.n_heads * s.attentions.shape[-1] * s.attentions.shape[-2]
-        for s in trace.stacks.values()
-    )
+    cells = sum((layers or s.n_layers) * s.n_heads * s.n_queries * s.n_keys for s in trace.stacks.values())
     if cells > MAX_CELLS[view]:
         return (
             f"bertviz's {view} view would have to draw {cells:,} attention weights for this input "
@@ -84,14 +83,14 @@ def too_large(trace: Trace, view: str, layers: int | None = None) -> str | None:
 def _arguments(trace: Trace) -> dict:
     if "cross" in trace.stacks:
         return dict(
-            encoder_attention=_layers(trace.stacks["encoder"].attentions),
-            decoder_attention=_layers(trace.stacks["decoder"].attentions),
-            cross_attention=_layers(trace.stacks["cross"].attentions),
+            encoder_attention=_layers(trace.stacks["encoder"]),
+            decoder_attention=_layers(trace.stacks["decoder"]),
+            cross_attention=_layers(trace.stacks["cross"]),
             encoder_tokens=list(trace.tokens["source"].display),
             decoder_tokens=list(trace.tokens["decoder_input"].display),
         )
     (name,) = trace.stacks
-    return dict(attention=_layers(trace.stacks[name].attentions), tokens=list(trace.tokens["source"].display))
+    return dict(attention=_layers(trace.stacks[name]), tokens=list(trace.tokens["source"].display))
 
 
 def head_view_html(trace: Trace, layer: int = 0) -> str:

@@ -1,9 +1,17 @@
-"""Record the query, key and value vectors every attention layer uses.
+"""Record the query, key and value vectors every attention layer uses -- around the fast kernel.
 
 transformers 5 routes attention through `AttentionInterface`. We register one more
-implementation, ``atlas``: it records q/k/v (and the mask and any additive bias) when a
-recording is active, then calls the model file's own ``eager_attention_forward`` -- so the
-model computes exactly what eager attention computes and returns the attention weights.
+implementation, ``atlas``: it runs PyTorch's fused `scaled_dot_product_attention` (through
+transformers' own sdpa function, so the model computes exactly what `attn_implementation="sdpa"`
+computes) and, when a recording is active, keeps what the scores are made of:
+
+- q (after RoPE), k and v -- k and v at their own key/value-head count (GQA is not repeated);
+- the mask as a *rule* (none, causal, sliding window), not a T×T array;
+- an additive position bias (T5) in compact form: one value per head and relative offset;
+- the scale, and each head's output as the kernel returned it.
+
+Attention weights are never materialised here: `viz.trace.AttentionStack` computes any map
+on request from these, with the model's own formula.
 
 The active recording lives in a ``ContextVar``: every Streamlit session runs its script in
 its own thread, so concurrent forward passes on one shared model never see each other's
@@ -12,63 +20,131 @@ records.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface, eager_mask
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 ATTN_IMPLEMENTATION = "atlas"
 
 
-@dataclass
-class AttentionCall:
-    """What one attention module saw in one call (batch of one, float32 on the CPU)."""
+@dataclass(frozen=True)
+class MaskRule:
+    """Which keys each query may not see, as a rule: query i sees key j unless ...
+
+    causal: j > i (a decoder may not look ahead);  window: i - j >= window (sliding window);
+    explicit: a packed boolean array [Tq, ceil(Tk / 8)] for patterns that are neither (rare;
+    e.g. padding) -- kept so that no pattern is ever guessed.
+    """
+
+    n_queries: int
+    n_keys: int
+    causal: bool = False
+    window: int | None = None
+    explicit: np.ndarray | None = None  # np.packbits of the forbidden mask along keys
+
+    def forbidden(self, rows: slice, cols: slice, device: torch.device | str = "cpu") -> torch.Tensor | None:
+        """[rows, cols] bool, True where attending is forbidden; None when everything is visible."""
+        r = torch.arange(self.n_queries, device=device)[rows][:, None]
+        c = torch.arange(self.n_keys, device=device)[cols][None, :]
+        if self.explicit is not None:
+            bits = np.unpackbits(self.explicit[rows], axis=1, count=self.n_keys)[:, cols].astype(bool)
+            return torch.from_numpy(bits).to(device)
+        if not self.causal and self.window is None:
+            return None
+        out = torch.zeros(len(r), c.shape[1], dtype=torch.bool, device=device)
+        if self.causal:
+            out |= c > r
+        if self.window is not None:
+            out |= (r - c) >= self.window
+        return out
+
+    def visible_keys(self, row_stop: int) -> int:
+        """Keys beyond this index are hidden from every query before `row_stop` (lets causal maps skip them)."""
+        return min(self.n_keys, row_stop) if self.causal and self.explicit is None else self.n_keys
+
+    @property
+    def description(self) -> str:
+        if self.explicit is not None:
+            return "explicit mask"
+        if self.causal:
+            return "causal" + (f", sliding window of {self.window}" if self.window else "")
+        return "none (every query sees every key)"
+
+
+@dataclass(frozen=True)
+class PositionBias:
+    """An additive score bias that depends only on the relative offset j - i (T5, ALiBi):
+    bias[h, i, j] = by_offset[h, j - i + n_queries - 1]. Kept compact: [heads, Tq + Tk - 1]."""
+
+    by_offset: torch.Tensor
+    n_queries: int
+
+    def block(self, heads: slice | list[int], rows: slice, cols: slice, n_keys: int) -> torch.Tensor:
+        r = torch.arange(self.n_queries, device=self.by_offset.device)[rows][:, None]
+        c = torch.arange(n_keys, device=self.by_offset.device)[cols][None, :]
+        return self.by_offset[heads][:, c - r + self.n_queries - 1].float()
+
+
+@dataclass(frozen=True)
+class AttentionRecord:
+    """What one attention module saw in one call (batch of one), on the model's device and dtype."""
 
     module: torch.nn.Module
     query: torch.Tensor  # [heads, Tq, d_head] -- after RoPE where the model uses it
-    key: torch.Tensor  # [heads, Tk, d_head] -- KV heads repeated to the query heads (GQA)
-    value: torch.Tensor  # [heads, Tk, d_head]
-    masked: torch.Tensor  # [Tq, Tk] bool, True where the model forbids attending
-    bias: torch.Tensor | None  # [heads, Tq, Tk] additive score bias (T5's position bias), or None
+    key: torch.Tensor  # [kv_heads, Tk, d_head] -- one per key/value head (GQA: fewer than heads)
+    value: torch.Tensor  # [kv_heads, Tk, d_head]
+    mask: MaskRule
+    bias: PositionBias | None
     scaling: float  # scores = q·k * scaling (+ bias); T5 uses 1.0
-    context: torch.Tensor  # [heads, Tq, d_head]: the model's own attention-weighted sum of values
-    kv_heads: int  # number of distinct key/value heads before the GQA repeat
+    context: torch.Tensor  # [heads, Tq, d_head]: the kernel's attention-weighted sum of values
 
 
-_recording: ContextVar[list[AttentionCall] | None] = ContextVar("atlas_recording", default=None)
+_recording: ContextVar[list[AttentionRecord] | None] = ContextVar("atlas_recording", default=None)
 # Head ablation: id(attention module) -> heads whose output is zeroed before the output projection.
 _ablation: ContextVar[dict[int, tuple[int, ...]] | None] = ContextVar("atlas_ablation", default=None)
 
 
-def _expand_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """[kv_heads, T, d] -> [n_heads, T, d], the same repeat as transformers' `repeat_kv`."""
-    return x.repeat_interleave(n_heads // x.shape[0], dim=0)
+def _mask_rule(attention_mask: torch.Tensor | None, tq: int, tk: int, is_causal: bool, window: int | None) -> MaskRule:
+    """The rule behind the mask the kernel received (checked against it, never assumed)."""
+    if attention_mask is None:  # the kernel's own rule: causal flag, or nothing
+        return MaskRule(tq, tk, causal=is_causal and tq > 1)
+    mask = attention_mask[0, 0, :, -tk:]
+    forbidden = ~mask if mask.dtype == torch.bool else mask <= torch.finfo(mask.dtype).min / 2
+    for rule in (
+        MaskRule(tq, tk),
+        MaskRule(tq, tk, causal=True),
+        MaskRule(tq, tk, causal=True, window=window) if window else None,
+    ):
+        if rule is None:
+            continue
+        expected = rule.forbidden(slice(None), slice(None), forbidden.device)
+        if torch.equal(forbidden, torch.zeros_like(forbidden) if expected is None else expected):
+            return rule
+    return MaskRule(tq, tk, explicit=np.packbits(forbidden.cpu().numpy(), axis=1))
 
 
-def _split_mask(
-    attention_mask: torch.Tensor | None, shape: tuple[int, int, int]
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Split the additive mask into a boolean 'forbidden' mask and any finite bias it carries."""
-    heads, tq, tk = shape
-    if attention_mask is None:
-        return torch.zeros(tq, tk, dtype=torch.bool), None
-    mask = attention_mask[0, ..., -tk:].detach().cpu()  # [1 or heads, Tq, Tk]
-    if mask.dtype == torch.bool:  # boolean masks say True = may attend
-        return (~mask).all(dim=0).expand(tq, tk).clone(), None
-    forbidden = mask <= torch.finfo(mask.dtype).min / 2
-    finite = torch.where(forbidden, torch.zeros_like(mask), mask).float()
-    bias = finite.expand(heads, tq, tk).clone() if finite.abs().max() > 0 else None
-    return forbidden.all(dim=0).expand(tq, tk).clone(), bias
+def _compact_bias(position_bias: torch.Tensor | None, heads: int, tq: int, tk: int) -> PositionBias | None:
+    """T5's [1, heads, Tq, Tk] position bias as one value per head and offset, when it is one."""
+    if position_bias is None or not bool(position_bias.abs().max() > 0):  # T5 cross-attention: all zeros
+        return None
+    full = position_bias[0, :, :, -tk:].expand(heads, tq, tk)
+    # Offsets -(Tq-1) .. Tk-1: the first column gives negative ones, the first row the rest.
+    by_offset = torch.cat([full[:, 1:, 0].flip(-1), full[:, 0, :]], dim=-1).clone()
+    compact = PositionBias(by_offset, tq)
+    if not torch.equal(compact.block(slice(None), slice(None), slice(None), tk).to(full.dtype), full):
+        raise ValueError("this model's attention bias is not a function of relative position")
+    return compact
 
 
 def _atlas_attention(module, query, key, value, attention_mask, **kwargs):
-    model_file = sys.modules[type(module).__module__]
-    out = model_file.eager_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    out = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     heads_off = (_ablation.get() or {}).get(id(module))
     if heads_off:
         context = out[0].clone()  # [batch, T, heads, d_head]
@@ -76,27 +152,20 @@ def _atlas_attention(module, query, key, value, attention_mask, **kwargs):
         out = (context, *out[1:])
     calls = _recording.get()
     if calls is not None:
-        heads = query.shape[1]
-        q = query[0].detach().float().cpu()
-        k = _expand_heads(key[0].detach().float().cpu(), heads)
-        v = _expand_heads(value[0].detach().float().cpu(), heads)
-        masked, bias = _split_mask(attention_mask, (heads, q.shape[1], k.shape[1]))
-        position_bias = kwargs.get("position_bias")
-        if position_bias is not None and bool(position_bias.abs().max() > 0):  # T5 cross-attention: all zeros
-            pb = position_bias[0].detach().float().cpu().expand(heads, q.shape[1], k.shape[1])
-            bias = pb.clone() if bias is None else bias + pb
+        heads, tq, tk = query.shape[1], query.shape[2], key.shape[2]
+        is_causal = kwargs.get("is_causal")
+        is_causal = getattr(module, "is_causal", True) if is_causal is None else is_causal
         scaling = kwargs.get("scaling")
         calls.append(
-            AttentionCall(
+            AttentionRecord(
                 module=module,
-                query=q,
-                key=k,
-                value=v,
-                masked=masked,
-                bias=bias,
+                query=query[0].detach().clone(),
+                key=key[0].detach().clone(),
+                value=value[0].detach().clone(),
+                mask=_mask_rule(attention_mask, tq, tk, bool(is_causal), kwargs.get("sliding_window")),
+                bias=_compact_bias(kwargs.get("position_bias"), heads, tq, tk),
                 scaling=float(query.shape[-1] ** -0.5 if scaling is None else scaling),
-                context=out[0][0].detach().float().cpu().transpose(0, 1).contiguous(),
-                kv_heads=key.shape[1],
+                context=out[0][0].detach().transpose(0, 1).contiguous(),
             )
         )
     return out
@@ -113,9 +182,9 @@ def ablating(heads: dict[torch.nn.Module, tuple[int, ...]]) -> Iterator[None]:
 
 
 @contextmanager
-def recording() -> Iterator[list[AttentionCall]]:
+def recording() -> Iterator[list[AttentionRecord]]:
     """Collect every attention call made by this thread inside the block, in call order."""
-    calls: list[AttentionCall] = []
+    calls: list[AttentionRecord] = []
     token = _recording.set(calls)
     try:
         yield calls
@@ -124,4 +193,4 @@ def recording() -> Iterator[list[AttentionCall]]:
 
 
 AttentionInterface.register(ATTN_IMPLEMENTATION, _atlas_attention)
-AttentionMaskInterface.register(ATTN_IMPLEMENTATION, eager_mask)
+AttentionMaskInterface.register(ATTN_IMPLEMENTATION, sdpa_mask)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from viz.trace import Trace
+from viz.trace import AttentionStack, Trace
 
 
 def matrix_csv(weights: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str]) -> bytes:
@@ -22,14 +22,24 @@ def matrix_csv(weights: np.ndarray, row_labels: Sequence[str], col_labels: Seque
     return frame.to_csv(float_format="%.6g").encode("utf-8")
 
 
+def _per_layer(stack: AttentionStack, read) -> np.ndarray:
+    return np.stack([np.stack([read(layer, head) for head in range(stack.n_heads)]) for layer in range(stack.n_layers)])
+
+
 def trace_npz(trace: Trace) -> bytes:
-    """Every array of the Trace under its stable name, plus tokens and metadata (load with np.load)."""
+    """Every array of the Trace under its stable name, plus tokens and metadata (load with np.load).
+
+    Attention itself is not stored (it is T×T per head): recompute any map as
+    softmax(queries · keysᵀ · scaling + bias, masked by the layer's `mask_rule`)."""
     arrays: dict[str, np.ndarray] = {}
     for name, stack in trace.stacks.items():
-        for field in ("attentions", "queries", "keys", "values", "contexts", "masked", "scaling"):
-            arrays[f"{name}/{field}"] = getattr(stack, field)
-        if stack.bias is not None:
-            arrays[f"{name}/bias"] = stack.bias
+        for field, read in (("queries", stack.query), ("keys", stack.key), ("values", stack.value)):
+            arrays[f"{name}/{field}"] = _per_layer(stack, read)  # [layers, heads, T, d_head]
+        arrays[f"{name}/contexts"] = _per_layer(stack, stack.context)
+        arrays[f"{name}/mask_rule"] = np.array([r.mask.description for r in stack.layers])  # e.g. "causal"
+        arrays[f"{name}/scaling"] = np.array([stack.scaling(layer) for layer in range(stack.n_layers)])
+        if stack.layers[0].bias is not None:  # bias[h, i, j] = bias_by_offset[h, j - i + Tq - 1]
+            arrays[f"{name}/bias_by_offset"] = np.stack([r.bias.by_offset.float().cpu().numpy() for r in stack.layers])
     for name, hidden in trace.hidden_states.items():
         arrays[f"{name}/hidden_states"] = hidden
     for name, output in trace.outputs.items():

@@ -21,16 +21,17 @@ def plotly_text(labels: Sequence[str]) -> list[str]:
 MAX_TICK_LABELS = 80  # per axis: the browser spends ~13 ms laying out each one (512 + 512 labels: 13 s)
 
 
-def _axis(labels: Sequence[str]) -> dict:
-    """Integer positions with tick text (a category axis would merge repeated tokens); on long
+def _axis(labels: Sequence[str], positions: Sequence[int] | None = None) -> dict:
+    """Token positions with tick text (a category axis would merge repeated tokens); on long
     inputs every k-th token is labelled so the figure still draws in about a second."""
+    positions = list(range(len(labels))) if positions is None else list(positions)
     step = -(-len(labels) // MAX_TICK_LABELS) if labels else 1
-    positions = list(range(0, len(labels), step))
+    shown = range(0, len(labels), step)
     text = plotly_text(labels)
     return dict(
         tickmode="array",
-        tickvals=positions,
-        ticktext=[text[i] for i in positions],
+        tickvals=[positions[i] for i in shown],
+        ticktext=[text[i] for i in shown],
         showgrid=False,
         zeroline=False,
     )
@@ -44,21 +45,27 @@ def attention_heatmap(
     title: str = "",
     zmax: float | None = None,
     colorscale: str = "Blues",
+    row_positions: Sequence[int] | None = None,
+    col_positions: Sequence[int] | None = None,
 ) -> go.Figure:
     """One attention matrix: rows attend (from), columns are attended to.
 
     Cells the model may not attend (a causal decoder's future tokens) are drawn grey and
-    left out of the colour scale, so a masked zero never looks like a learned zero.
+    left out of the colour scale, so a masked zero never looks like a learned zero. Axes are
+    token positions (`row_positions`/`col_positions`, default 0..n-1), so a zoomed or pooled
+    matrix still reports where in the text a cell is.
     """
     z = np.asarray(weights, dtype=np.float32)
     if masked is not None and masked.any():
         z = np.where(masked, np.nan, z)
     n_rows, n_cols = z.shape
+    x = list(range(n_cols)) if col_positions is None else list(col_positions)
+    y = list(range(n_rows)) if row_positions is None else list(row_positions)
     fig = go.Figure()
     heat = dict(
         z=z,
-        x=list(range(n_cols)),
-        y=list(range(n_rows)),
+        x=x,
+        y=y,
         colorscale=colorscale,
         zmin=0.0,
         zmax=zmax if zmax is not None else float(np.nanmax(z)) if np.isfinite(z).any() else 1.0,
@@ -79,8 +86,8 @@ def attention_heatmap(
         fig.add_trace(
             go.Heatmap(
                 z=np.where(masked, 1.0, np.nan),
-                x=list(range(n_cols)),
-                y=list(range(n_rows)),
+                x=x,
+                y=y,
                 colorscale=[[0, MASKED_COLOR], [1, MASKED_COLOR]],
                 showscale=False,
                 hovertemplate="masked: #%{y} may not attend to the later token #%{x}<extra></extra>",
@@ -90,8 +97,8 @@ def attention_heatmap(
     size = max(320, min(900, 22 * max(n_rows, n_cols) + 140))
     fig.update_layout(
         title=dict(text=title, font=dict(size=14)),
-        xaxis=dict(_axis(col_labels), side="top", tickangle=-60, title="attended to (key)"),
-        yaxis=dict(_axis(row_labels), autorange="reversed", title="attending (query)"),
+        xaxis=dict(_axis(col_labels, x), side="top", tickangle=-60, title="attended to (key)"),
+        yaxis=dict(_axis(row_labels, y), autorange="reversed", title="attending (query)"),
         height=size,
         margin=dict(l=10, r=10, t=110, b=10),
         plot_bgcolor="white",
@@ -175,6 +182,29 @@ def vectors_heatmap(matrix: np.ndarray, row_labels: Sequence[str], title: str, h
     return fig
 
 
+def attention_line(weights: np.ndarray, labels: Sequence[str], title: str) -> go.Figure:
+    """One query's attention over the whole context as a line (readable at thousands of keys)."""
+    fig = go.Figure(
+        go.Scatter(
+            x=list(range(len(weights))),
+            y=weights,
+            mode="lines",
+            line=dict(color="#1f5fa8", width=1),
+            fill="tozeroy",
+            customdata=plotly_text(labels),
+            hovertemplate="#%{x} %{customdata}: %{y:.4f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=13)),
+        height=280,
+        margin=dict(l=10, r=10, t=40, b=10),
+        xaxis=dict(title="key position", showgrid=False),
+        yaxis=dict(title="weight", rangemode="tozero"),
+    )
+    return fig
+
+
 def weight_bars(values: np.ndarray, labels: Sequence[str], title: str, fmt: str = ".4f") -> go.Figure:
     """One bar per token (keys), e.g. the softmax weights of one query."""
     finite = np.where(np.isfinite(values), values, np.nan)
@@ -242,7 +272,7 @@ def token_scatter(coords: np.ndarray, labels: Sequence[str], x_range, y_range, t
         go.Scatter(
             x=coords[:, 0],
             y=coords[:, 1],
-            mode="markers+text",
+            mode="markers+text" if len(labels) <= HOVER_LABEL_LIMIT else "markers",  # thousands of labels: hover
             text=plotly_text(labels),
             textposition="top center",
             marker=dict(size=9, color=list(range(len(labels))), colorscale="Viridis"),

@@ -14,15 +14,15 @@ import torch
 
 from viz.errors import AtlasError
 from viz.models import LoadedModel
-from viz.trace import Trace
+from viz.trace import ALL, Trace
 
 
 @dataclass(frozen=True)
 class Lens:
     stack: str  # whose hidden states: "encoder" (masked LMs) or "decoder"
-    top_ids: np.ndarray  # [layers + 1, T, k]
-    top_probs: np.ndarray  # [layers + 1, T, k]
-    last_logits: np.ndarray  # [T, vocab]: the lens at the last layer (equals the model's logits)
+    top_ids: np.ndarray  # [layers + 1, positions, k]
+    top_probs: np.ndarray  # [layers + 1, positions, k]
+    last_logits: np.ndarray  # [positions, vocab]: the lens at the last layer (equals the model's logits)
 
 
 def _module(model: torch.nn.Module, path: str) -> torch.nn.Module:
@@ -42,7 +42,9 @@ def lens_available(loaded: LoadedModel) -> bool:
 
 
 @torch.inference_mode()
-def logit_lens(loaded: LoadedModel, trace: Trace, top_k: int = 5) -> Lens:
+def logit_lens(loaded: LoadedModel, trace: Trace, top_k: int = 5, positions: slice = ALL) -> Lens:
+    """Top-k of every layer's read-out at `positions` (each position costs a full vocabulary projection
+    per layer, so long inputs are read a window at a time)."""
     if not lens_available(loaded):
         raise AtlasError(f"The logit lens needs a language-model head; {trace.model_class} has none we can read.")
     adapter, model = loaded.adapter, loaded.model
@@ -54,7 +56,7 @@ def logit_lens(loaded: LoadedModel, trace: Trace, top_k: int = 5) -> Lens:
     last = len(hidden) - 1
     ids, probs, logits = [], [], None
     for layer in range(len(hidden)):
-        h = torch.from_numpy(np.array(hidden[layer])).to(loaded.device, loaded.dtype)
+        h = torch.from_numpy(np.array(hidden[layer][positions])).to(loaded.device, loaded.dtype)
         if norm is not None and layer < last:
             h = norm(h)
         if adapter.tied_output_scale and getattr(model.config, "tie_word_embeddings", False):

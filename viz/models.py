@@ -24,8 +24,8 @@ import torch
 import transformers
 from transformers import AutoConfig, AutoTokenizer
 
-from viz.architectures import ENCODER_DECODER, Adapter, adapter_for
-from viz.capture import ATTN_IMPLEMENTATION
+from viz.architectures import ENCODER_DECODER, Adapter, adapter_for, stack_of
+from viz.capture import ATTN_IMPLEMENTATION, AttentionRecord, recording
 from viz.errors import AtlasError
 
 REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -134,7 +134,7 @@ class LoadedModel:
     untrained_head: tuple[str, ...] = ()
     module_names: dict[int, str] = field(default_factory=dict)
     forward_count: int = 0  # how many traced forward passes ran (tests check caching)
-    # Attention modules of each stack in layer order, learnt from the first traced pass.
+    # Attention modules of each stack in layer order, learnt by a probe pass when the model loads.
     attention_modules: dict[str, list[torch.nn.Module]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -151,8 +151,13 @@ class LoadedModel:
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+SPREAD = "spread"  # device_map="auto": layers spread over every GPU (and the CPU) by accelerate
+
+
 def pick_device(preference: str = "auto") -> torch.device:
     """CUDA when there is one, else Apple's MPS, else the CPU (or what the user asked for)."""
+    if preference == SPREAD:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if preference != "auto":
         return torch.device(preference)
     if torch.cuda.is_available():
@@ -302,6 +307,7 @@ def load_model(key: str, device: str = "auto", dtype: str = "float32") -> Loaded
     except (ValueError, KeyError, TypeError) as err:
         raise AtlasError(f"'{name}' has no usable text tokenizer ({err}).") from err
     auto_class = getattr(transformers, head.auto_class)
+    placement = {"device_map": "auto"} if device == SPREAD else {}
     try:
         model, info = _from_pretrained(
             auto_class.from_pretrained,
@@ -310,11 +316,16 @@ def load_model(key: str, device: str = "auto", dtype: str = "float32") -> Loaded
             dtype=torch_dtype,
             trust_remote_code=False,
             output_loading_info=True,
+            **placement,
         )
     except (ValueError, KeyError) as err:
         raise AtlasError(f"'{name}' ({config.model_type}) can't be loaded with inspectable attention: {err}") from err
-    model.eval().to(torch_device)
-    return LoadedModel(
+    model.eval()
+    if placement:  # inputs go where the embeddings are; each layer's q/k/v stay on that layer's device
+        torch_device = model.get_input_embeddings().weight.device
+    else:
+        model.to(torch_device)
+    loaded = LoadedModel(
         key=key,
         name=name,
         model=model,
@@ -327,3 +338,43 @@ def load_model(key: str, device: str = "auto", dtype: str = "float32") -> Loaded
         untrained_head=tuple(sorted(info.get("missing_keys", ()))),
         module_names={id(module): n for n, module in model.named_modules()},
     )
+    loaded.attention_modules = _learn_attention_modules(loaded)
+    return loaded
+
+
+def group_by_stack(loaded: LoadedModel, calls: list[AttentionRecord]) -> dict[str, list[AttentionRecord]]:
+    """Records of one pass per stack ("encoder", "decoder", "cross"), in layer order; empty stacks left out."""
+    by_stack: dict[str, list[AttentionRecord]] = {"encoder": [], "decoder": [], "cross": []}
+    for call in calls:
+        by_stack[stack_of(loaded.module_names[id(call.module)], loaded.adapter)].append(call)
+    return {name: records for name, records in by_stack.items() if records}
+
+
+@torch.inference_mode()
+def _learn_attention_modules(loaded: LoadedModel) -> dict[str, list[torch.nn.Module]]:
+    """Which modules compute each stack's attention, in layer order: a probe pass on two words tells.
+
+    A model that computes attention in its own code (not through transformers' attention
+    interface) records nothing: it is refused here, before anyone is shown wrong numbers."""
+    model = loaded.model
+    ids = loaded.tokenizer("a probe", return_tensors="pt")["input_ids"].to(loaded.device)
+    extra = {}
+    if loaded.family == ENCODER_DECODER:
+        start = model.generation_config.decoder_start_token_id
+        start = model.config.decoder_start_token_id if start is None else start
+        extra["decoder_input_ids"] = torch.tensor([[start or 0]], device=loaded.device)
+    with recording() as calls:
+        model(input_ids=ids, **extra)
+    modules = {name: [r.module for r in records] for name, records in group_by_stack(loaded, calls).items()}
+    layers = [getattr(model.config, n, None) for n in ("num_hidden_layers", "num_layers", "n_layer")]
+    if not modules or (layers[0] or layers[1] or layers[2] or 0) > sum(len(m) for m in modules.values()):
+        raise AtlasError(
+            f"'{loaded.name}' ({model.config.model_type}) computes attention in its own code, not through "
+            "transformers' attention interface: its attention can't be inspected here."
+        )
+    return modules
+
+
+def model_position_limit(config) -> int | None:
+    """The most tokens the model's position scheme takes (None: relative positions, no fixed limit)."""
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)

@@ -33,24 +33,27 @@ class NeuronView:
     values: np.ndarray  # [Tk, d_head]
     weighted_values: np.ndarray  # [Tk, d_head]: w_j v_j
     output: np.ndarray  # [d_head]: Σ_j w_j v_j
-    model_weights: np.ndarray  # [Tk]: the attention row the model itself returned
-    model_output: np.ndarray  # [d_head]: the head output the model itself computed
+    model_output: np.ndarray  # [d_head]: the head output the model's own attention kernel computed
 
     @property
-    def max_weight_error(self) -> float:
-        """How far the recomputed softmax is from the model's attention (float32 round-off)."""
-        return float(np.abs(self.weights - self.model_weights).max())
+    def max_output_error(self) -> float:
+        """How far Σ w·v, recomputed here step by step, is from the model's own head output (round-off)."""
+        return float(np.abs(self.output - self.model_output).max())
 
 
 def neuron_view(stack: AttentionStack, layer: int, head: int, query_index: int) -> NeuronView:
-    q = stack.queries[layer, head, query_index].astype(np.float64)
-    k = stack.keys[layer, head].astype(np.float64)
-    v = stack.values[layer, head].astype(np.float64)
-    masked = stack.masked[layer, query_index]
+    """Every step for one query, in float64 numpy from the captured vectors -- independent of the
+    Trace's own on-demand maps, so the page's check against the model's head output means something."""
+    row = slice(query_index, query_index + 1)
+    q = stack.query(layer, head)[query_index].astype(np.float64)
+    k = stack.key(layer, head).astype(np.float64)
+    v = stack.value(layer, head).astype(np.float64)
+    masked = stack.forbidden(layer, row)[0]
     products = q[None, :] * k
     dots = products.sum(axis=1)
-    scaling = float(stack.scaling[layer])
-    bias = None if stack.bias is None else stack.bias[layer, head, query_index].astype(np.float64)
+    scaling = stack.scaling(layer)
+    bias = stack.bias(layer, head, row)
+    bias = None if bias is None else bias[0].astype(np.float64)
     scores = dots * scaling + (0.0 if bias is None else bias)
     scores = np.where(masked, -np.inf, scores)
     weights = np.exp(scores - scores.max())
@@ -72,6 +75,5 @@ def neuron_view(stack: AttentionStack, layer: int, head: int, query_index: int) 
         values=v,
         weighted_values=weighted_values,
         output=weighted_values.sum(axis=0),
-        model_weights=stack.attentions[layer, head, query_index],
-        model_output=stack.contexts[layer, head, query_index],
+        model_output=stack.context(layer, head)[query_index],
     )

@@ -99,6 +99,16 @@ class MatrixView:
     masked: np.ndarray  # [rows, cols] bool
     row_groups: list[list[int]]  # token positions behind each row
     col_groups: list[list[int]]
+    pooled: int = 1  # each cell is the max over up to pooled × pooled cells of the full-resolution view
+
+    @property
+    def row_positions(self) -> list[int]:
+        """The first token position behind each row (axes and hover show positions, not indices)."""
+        return [g[0] for g in self.row_groups]
+
+    @property
+    def col_positions(self) -> list[int]:
+        return [g[0] for g in self.col_groups]
 
 
 def _keep(seq: TokenSeq, options: TokenOptions) -> np.ndarray:
@@ -154,3 +164,50 @@ def matrix_view(
         row_groups=row_groups,
         col_groups=col_groups,
     )
+
+
+# ---------------------------------------------------------------- long inputs: zoom and overview
+OVERVIEW_CELLS = 512  # a drawn matrix has at most this many rows and columns
+
+
+def crop_view(view: MatrixView, rows: tuple[int, int], cols: tuple[int, int]) -> MatrixView:
+    """Keep the rows and columns whose tokens lie in [rows[0], rows[1]] and [cols[0], cols[1]] (positions)."""
+    r = [i for i, g in enumerate(view.row_groups) if rows[0] <= g[0] <= rows[1]]
+    c = [j for j, g in enumerate(view.col_groups) if cols[0] <= g[0] <= cols[1]]
+    return MatrixView(
+        view.weights[np.ix_(r, c)],
+        [view.row_labels[i] for i in r],
+        [view.col_labels[j] for j in c],
+        view.masked[np.ix_(r, c)],
+        [view.row_groups[i] for i in r],
+        [view.col_groups[j] for j in c],
+    )
+
+
+def _pool_axis(n: int, factor: int) -> np.ndarray:
+    return np.arange(0, n, factor)
+
+
+def pool_view(view: MatrixView, max_cells: int = OVERVIEW_CELLS) -> MatrixView:
+    """Max-pool a large view down to at most `max_cells` a side, so a sharp head stays visible.
+
+    Each cell takes the largest weight of its block (a mean would wash a one-token spike out);
+    a cell is masked only when its whole block is. Labels name the block's first and last token."""
+    n_rows, n_cols = view.weights.shape
+    factor = max(1, -(-max(n_rows, n_cols) // max_cells))
+    if factor == 1:
+        return view
+    r, c = _pool_axis(n_rows, factor), _pool_axis(n_cols, factor)
+    weights = np.maximum.reduceat(np.maximum.reduceat(view.weights, r, axis=0), c, axis=1)
+    masked = np.logical_and.reduceat(np.logical_and.reduceat(view.masked, r, axis=0), c, axis=1)
+
+    def blocks(labels: list[str], groups: list[list[int]], starts: np.ndarray):
+        ends = [*starts[1:], len(groups)]
+        return (
+            [f"{labels[a]} … {labels[b - 1]}" if b - a > 1 else labels[a] for a, b in zip(starts, ends, strict=True)],
+            [[p for g in groups[a:b] for p in g] for a, b in zip(starts, ends, strict=True)],
+        )
+
+    row_labels, row_groups = blocks(view.row_labels, view.row_groups, r)
+    col_labels, col_groups = blocks(view.col_labels, view.col_groups, c)
+    return MatrixView(weights, row_labels, col_labels, masked, row_groups, col_groups, factor)

@@ -1,38 +1,60 @@
 """The Trace: one forward pass, everything every view needs, under stable names.
 
     trace = build_trace(loaded, "time flies like an arrow")
-    trace.stacks["encoder"].attentions[layer, head]      # [T, T], rows sum to 1
-    trace.stacks["encoder"].queries[layer, head]         # [T, d_head]
+    stack = trace.stacks["encoder"]
+    stack.attention(layer, head)                         # [Tq, Tk], computed on request, rows sum to 1
+    stack.attention(layer, head, rows=slice(5, 6))       # one query row
+    stack.query(layer, head)                             # [Tq, d_head] as the scores use it (after RoPE)
     trace.hidden_states["encoder"][layer]                # [T, d_model], layer 0 = embeddings
     trace.outputs["logits"]                              # what the model head produced
+
+A Trace keeps q, k, v and each head's output per layer -- never a T×T attention array. Any
+map is recomputed from them with the model's own formula, softmax(q·kᵀ·scale + bias, masked),
+in float32 on the device the vectors live on. That keeps a 4,096-token trace of a 30-layer
+model near a gigabyte instead of twenty.
 
 Stacks are "encoder" (encoder-only models and the encoder of encoder-decoders), "decoder"
 (decoder-only models and the decoder of encoder-decoders) and "cross" (decoder rows attending
 to encoder tokens). Token sequences are "source" (the text) and, for encoder-decoders,
 "decoder_input" (what the decoder reads: start token + target[:-1]) and "target" (what each
-decoder step produces). Arrays are float32 numpy and read-only: a Trace is shared between
-browser sessions through the cache.
+decoder step produces). Returned numpy arrays are float32 and new, or read-only views: a
+Trace is shared between browser sessions through the cache.
 """
 
 from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
 import numpy as np
 import torch
 
-from viz.architectures import DECODER, ENCODER_DECODER, stack_of
-from viz.capture import AttentionCall, ablating, recording
+from viz.architectures import DECODER, ENCODER_DECODER
+from viz.capture import AttentionRecord, ablating, recording
 from viz.errors import AtlasError
-from viz.models import LoadedModel
+from viz.models import LoadedModel, group_by_stack, model_position_limit
 from viz.tokens import TokenSeq, token_seq
 
 DEFAULT_MAX_TOKENS = 256
 MAX_NEW_TOKENS = 48  # encoder-decoder output length when no target text is given
+ALL = slice(None)
+BLOCK_CELLS = 1 << 24  # rows × keys × heads scored at once (64 MB of float32) when streaming a layer
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    array = t.detach().float().cpu().numpy()
+    array.flags.writeable = False
+    return array
+
+
+def _stacked(tensors: list[torch.Tensor]) -> np.ndarray:
+    """One read-only array from per-layer tensors (which may sit on different devices)."""
+    array = np.stack([t.detach().float().cpu().numpy() for t in tensors])
+    array.flags.writeable = False
+    return array
 
 
 @dataclass(frozen=True)
@@ -40,27 +62,126 @@ class AttentionStack:
     name: str  # "encoder" | "decoder" | "cross"
     queries_from: str  # token sequence of the rows
     keys_from: str  # token sequence of the columns
-    attentions: np.ndarray  # [layers, heads, Tq, Tk] as the model returned them
-    queries: np.ndarray  # [layers, heads, Tq, d_head] as the scores use them (after RoPE)
-    keys: np.ndarray  # [layers, heads, Tk, d_head] (GQA: KV heads repeated to query heads)
-    values: np.ndarray  # [layers, heads, Tk, d_head]
-    contexts: np.ndarray  # [layers, heads, Tq, d_head]: each head's output, before the output projection
-    masked: np.ndarray  # [layers, Tq, Tk] bool: True where attending is forbidden
-    bias: np.ndarray | None  # [layers, heads, Tq, Tk] added to the scores (T5 position bias)
-    scaling: np.ndarray  # [layers]: scores = q·k * scaling
-    kv_heads: int  # distinct key/value heads (< heads under grouped-query attention)
+    layers: tuple[AttentionRecord, ...]  # one per layer, in order
 
+    # ---------------------------------------------------------------- shape
     @property
     def n_layers(self) -> int:
-        return self.attentions.shape[0]
+        return len(self.layers)
 
     @property
     def n_heads(self) -> int:
-        return self.attentions.shape[1]
+        return self.layers[0].query.shape[0]
+
+    @property
+    def kv_heads(self) -> int:
+        """Distinct key/value heads (< n_heads under grouped-query attention)."""
+        return self.layers[0].key.shape[0]
+
+    @property
+    def d_head(self) -> int:
+        return self.layers[0].query.shape[-1]
+
+    @property
+    def n_queries(self) -> int:
+        return self.layers[0].query.shape[1]
+
+    @property
+    def n_keys(self) -> int:
+        return self.layers[0].key.shape[1]
 
     @property
     def causal(self) -> bool:
-        return bool(self.masked.any())
+        return any(r.mask.causal or r.mask.explicit is not None for r in self.layers)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nelement() * t.element_size() for r in self.layers for t in (r.query, r.key, r.value, r.context))
+
+    def kv_head(self, head: int) -> int:
+        """The key/value head a query head reads (GQA: a run of query heads shares one)."""
+        return head // (self.n_heads // self.kv_heads)
+
+    # ---------------------------------------------------------------- the captured vectors
+    def query(self, layer: int, head: int) -> np.ndarray:
+        """[Tq, d_head] as the scores use it (after RoPE)."""
+        return _numpy(self.layers[layer].query[head])
+
+    def key(self, layer: int, head: int) -> np.ndarray:
+        """[Tk, d_head]: the key vectors query head `head` scores against."""
+        return _numpy(self.layers[layer].key[self.kv_head(head)])
+
+    def value(self, layer: int, head: int) -> np.ndarray:
+        return _numpy(self.layers[layer].value[self.kv_head(head)])
+
+    def context(self, layer: int, head: int) -> np.ndarray:
+        """[Tq, d_head]: the head's output as the model's kernel computed it (before the output projection)."""
+        return _numpy(self.layers[layer].context[head])
+
+    def scaling(self, layer: int) -> float:
+        return self.layers[layer].scaling
+
+    def forbidden(self, layer: int, rows: slice = ALL, cols: slice = ALL) -> np.ndarray:
+        """[rows, cols] bool: True where the model forbids attending."""
+        rule = self.layers[layer].mask
+        mask = rule.forbidden(rows, cols)
+        if mask is None:
+            return np.zeros((len(range(rule.n_queries)[rows]), len(range(rule.n_keys)[cols])), dtype=bool)
+        return mask.numpy()
+
+    def bias(self, layer: int, head: int, rows: slice = ALL, cols: slice = ALL) -> np.ndarray | None:
+        """[rows, cols] additive score bias (T5's relative position bias), or None."""
+        bias = self.layers[layer].bias
+        return None if bias is None else bias.block([head], rows, cols, self.n_keys)[0].cpu().numpy()
+
+    # ---------------------------------------------------------------- attention on request
+    def scores(self, layer: int, heads: list[int], rows: slice, keys: int | None = None) -> torch.Tensor:
+        """[heads, rows, keys] float32: q·kᵀ·scale + bias, -inf where masked -- what the softmax reads.
+        `keys` limits the columns to the first so many (a causal block never sees beyond its last row)."""
+        record = self.layers[layer]
+        cols = slice(0, keys or self.n_keys)
+        kv = [self.kv_head(h) for h in heads]
+        q = record.query[heads, rows].float()
+        k = record.key[kv, cols].float()
+        scores = q @ k.transpose(-1, -2) * record.scaling
+        if record.bias is not None:
+            scores += record.bias.block(heads, rows, cols, self.n_keys)
+        forbidden = record.mask.forbidden(rows, cols, scores.device)
+        if forbidden is not None:
+            scores.masked_fill_(forbidden, float("-inf"))
+        return scores
+
+    def attention(self, layer: int, head: int | None = None, rows: slice = ALL, cols: slice = ALL) -> np.ndarray:
+        """Attention weights: [rows, cols] for one head, [heads, rows, cols] for head=None (all heads).
+
+        Rows are softmaxed over all keys, then cut to `cols`, so a zoomed region keeps the true weights."""
+        heads = list(range(self.n_heads)) if head is None else [head]
+        weights = self.scores(layer, heads, rows).softmax(-1)[..., cols]
+        out = _numpy(weights)
+        return out if head is None else out[0]
+
+    def head_mean(self, layer: int, rows: slice = ALL, cols: slice = ALL) -> np.ndarray:
+        """[rows, cols]: the layer's attention averaged over its heads (one head at a time in memory)."""
+        total = None
+        for head in range(self.n_heads):
+            weights = self.scores(layer, [head], rows).softmax(-1)[0, :, cols]
+            total = weights if total is None else total.add_(weights)
+        return _numpy(total / self.n_heads)
+
+    def row_blocks(self, layer: int, multiple_of: int = 1) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
+        """Stream a layer's attention a block of rows at a time: (first row, end row, scores, logsumexp).
+
+        scores [heads, rows, keys'] stop at the last key any row of the block can see (causal
+        blocks skip the future); weights = exp(scores - logsumexp). Memory stays near BLOCK_CELLS;
+        blocks hold a multiple of `multiple_of` rows (so pooled pixels never straddle two blocks)."""
+        heads = list(range(self.n_heads))
+        rows_per_block = BLOCK_CELLS // (self.n_heads * self.n_keys) // multiple_of * multiple_of
+        rows_per_block = max(multiple_of, rows_per_block)
+        rule = self.layers[layer].mask
+        for start in range(0, self.n_queries, rows_per_block):
+            stop = min(self.n_queries, start + rows_per_block)
+            scores = self.scores(layer, heads, slice(start, stop), rule.visible_keys(stop))
+            yield start, stop, scores, torch.logsumexp(scores, dim=-1, keepdim=True)
 
 
 @dataclass(frozen=True)
@@ -84,6 +205,7 @@ class Trace:
     timings_ms: Mapping[str, float]
     device: str
     dtype: str
+    identity: tuple = ()  # everything the pass was built from: derived views are cached under it
 
     @property
     def stack_names(self) -> tuple[str, ...]:
@@ -94,100 +216,34 @@ class Trace:
         s = self.stacks[stack]
         return self.tokens[s.queries_from], self.tokens[s.keys_from]
 
-
-def _frozen(array: np.ndarray) -> np.ndarray:
-    array.flags.writeable = False
-    return array
-
-
-def _numpy(t: torch.Tensor) -> np.ndarray:
-    return _frozen(t.detach().float().cpu().numpy())
+    @property
+    def nbytes(self) -> int:
+        """What this Trace holds in memory (vectors on their device, plus CPU arrays)."""
+        arrays = [*self.hidden_states.values(), *self.outputs.values()]
+        return sum(s.nbytes for s in self.stacks.values()) + sum(a.nbytes for a in arrays)
 
 
 def token_limit(loaded: LoadedModel, max_tokens: int) -> int:
     """The smaller of the user's cap and the model's positions (None for relative positions)."""
-    config = loaded.model.config
-    positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    positions = model_position_limit(loaded.model.config)
     return min(max_tokens, positions) if positions else max_tokens
 
 
-def _stack(
-    name: str, calls: list[AttentionCall], returned: tuple[torch.Tensor, ...], rows: str, cols: str
-) -> AttentionStack:
-    if len(calls) != len(returned):
-        raise AtlasError(
-            f"Captured {len(calls)} {name} attention layers but the model returned {len(returned)}: "
-            "this architecture's attention can't be inspected reliably."
-        )
-    shape = (calls[0].query.shape[0], calls[0].query.shape[1], calls[0].key.shape[1])
-    biases = [c.bias for c in calls]
-    return AttentionStack(
-        name=name,
-        queries_from=rows,
-        keys_from=cols,
-        attentions=_numpy(torch.stack([a[0] for a in returned])),
-        queries=_frozen(torch.stack([c.query for c in calls]).numpy()),
-        keys=_frozen(torch.stack([c.key for c in calls]).numpy()),
-        values=_frozen(torch.stack([c.value for c in calls]).numpy()),
-        contexts=_frozen(torch.stack([c.context for c in calls]).numpy()),
-        masked=_frozen(torch.stack([c.masked for c in calls]).numpy()),
-        bias=None
-        if all(b is None for b in biases)
-        else _frozen(torch.stack([torch.zeros(shape) if b is None else b for b in biases]).numpy()),
-        scaling=_frozen(np.array([c.scaling for c in calls], dtype=np.float32)),
-        kv_heads=calls[0].kv_heads,
-    )
+# ---------------------------------------------------------------- build_trace: encode → extend → forward → assemble
+@dataclass
+class _Inputs:
+    """What the forward pass reads, and the token sequences the views label it with."""
+
+    enc: dict  # tokenizer output on the model's device
+    tokens: dict[str, TokenSeq]
+    full_length: int  # tokens the text would have without the cap
+    prompt_length: int
+    extra: dict  # decoder_input_ids for encoder-decoders
+    timings: dict[str, float]
 
 
-def _decoder_ids(loaded: LoadedModel, enc: dict, target_text: str | None, limit: int) -> tuple[list[int], float]:
-    """Start token + target: the user's target (forced decoding), else the model's greedy output."""
+def _encode(loaded: LoadedModel, text: str, limit: int, question: str | None, chat: bool) -> _Inputs:
     model, tokenizer = loaded.model, loaded.tokenizer
-    start = model.generation_config.decoder_start_token_id
-    if start is None:
-        start = model.config.decoder_start_token_id
-    if target_text is not None and target_text.strip():
-        labels = tokenizer(text_target=target_text, truncation=True, max_length=limit)["input_ids"]
-        return [start, *labels], 0.0
-    t0 = time.perf_counter()
-    generated = model.generate(**enc, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, num_beams=1)
-    return generated[0].tolist(), (time.perf_counter() - t0) * 1000
-
-
-def _heads_to_ablate(loaded: LoadedModel, ablate: tuple[tuple[str, int, int], ...]) -> dict:
-    if not ablate:
-        return {}
-    if not loaded.attention_modules:
-        raise AtlasError("Run the model once on a text before ablating heads.")
-    heads: dict[torch.nn.Module, list[int]] = {}
-    for stack, layer, head in ablate:
-        heads.setdefault(loaded.attention_modules[stack][layer], []).append(head)
-    return heads
-
-
-def build_trace(
-    loaded: LoadedModel,
-    text: str,
-    target_text: str | None = None,
-    max_tokens: int = DEFAULT_MAX_TOKENS,
-    continuation: int = 0,
-    question: str | None = None,
-    chat: bool = False,
-    ablate: tuple[tuple[str, int, int], ...] = (),
-) -> Trace:
-    """Run the model once on `text` and capture attentions, q/k/v, hidden states and logits.
-
-    Encoder-decoders also need a target: `target_text` (forced decoding) or, when it is
-    empty, the model's own greedy output (generated first, then read in the same single pass).
-    Decoder-only models with `continuation` > 0 likewise first generate that many tokens
-    greedily; the pass then reads prompt + continuation (`Trace.prompt_length` marks the split).
-    Question-answering models read (`question`, `text`) as a pair, `text` being the context.
-    `chat` wraps the text as a user turn in the tokenizer's chat template (instruct models).
-    `ablate` lists (stack, layer, head) whose outputs are zeroed in this pass (head ablation).
-    """
-    if not text or not text.strip():
-        raise AtlasError("The text is empty: type something for the model to read.")
-    model, tokenizer = loaded.model, loaded.tokenizer
-    limit = token_limit(loaded, max_tokens)
     pair = (question.strip(), text) if question and question.strip() else (text,)
     special = {}
     if chat and getattr(tokenizer, "chat_template", None):
@@ -201,70 +257,131 @@ def build_trace(
     word_ids = enc.word_ids(0) if enc.is_fast else None
     segments = enc.sequence_ids(0) if enc.is_fast and len(pair) == 2 else None
     enc = {k: v.to(loaded.device) for k, v in enc.items()}
-    source_ids = enc["input_ids"][0].tolist()
-    tokens = {"source": token_seq(tokenizer, source_ids, word_ids, segments)}
-    timings = {}
-    kwargs = {}
-    prompt_length = len(source_ids)
-    with torch.inference_mode():
-        if continuation and loaded.family == DECODER and loaded.head.name == "causal-lm":
-            t0 = time.perf_counter()
-            room = max(0, limit - prompt_length)
-            generated = model.generate(**enc, max_new_tokens=min(continuation, room), do_sample=False, num_beams=1)
-            timings["generate"] = (time.perf_counter() - t0) * 1000
-            source_ids = generated[0].tolist()
-            tokens["source"] = token_seq(tokenizer, source_ids)
-            enc = {"input_ids": generated, "attention_mask": torch.ones_like(generated)}
-        if loaded.family == ENCODER_DECODER:
-            sequence, timings["generate"] = _decoder_ids(loaded, enc, target_text, limit)
-            tokens["decoder_input"] = token_seq(tokenizer, sequence[:-1])
-            tokens["target"] = token_seq(tokenizer, sequence[1:])
-            kwargs["decoder_input_ids"] = torch.tensor([sequence[:-1]], device=loaded.device)
-        t0 = time.perf_counter()
-        with recording() as calls, ablating(_heads_to_ablate(loaded, ablate)):
-            out = model(**enc, **kwargs, output_attentions=True, output_hidden_states=True, return_dict=True)
-        if loaded.device.type == "cuda":
-            torch.cuda.synchronize()
-        timings["forward"] = (time.perf_counter() - t0) * 1000
-    loaded.count_forward()
+    ids = enc["input_ids"][0].tolist()
+    return _Inputs(enc, {"source": token_seq(tokenizer, ids, word_ids, segments)}, full_length, len(ids), {}, {})
 
-    by_stack: dict[str, list[AttentionCall]] = {"encoder": [], "decoder": [], "cross": []}
-    for call in calls:
-        by_stack[stack_of(loaded.module_names[id(call.module)], loaded.adapter)].append(call)
-    if not loaded.attention_modules:  # the same for every pass: learnt once, used for ablation
-        loaded.attention_modules = {name: [c.module for c in stack] for name, stack in by_stack.items() if stack}
+
+def _extend(loaded: LoadedModel, inputs: _Inputs, limit: int, continuation: int, target_text: str | None) -> None:
+    """Generate what the single pass should also read: a decoder's continuation, an encoder-decoder's target."""
+    model, tokenizer = loaded.model, loaded.tokenizer
+    if continuation and loaded.family == DECODER and loaded.head.name == "causal-lm":
+        t0 = time.perf_counter()
+        room = max(0, limit - inputs.prompt_length)
+        generated = model.generate(**inputs.enc, max_new_tokens=min(continuation, room), do_sample=False, num_beams=1)
+        inputs.timings["generate"] = (time.perf_counter() - t0) * 1000
+        inputs.tokens["source"] = token_seq(tokenizer, generated[0].tolist())
+        inputs.enc = {"input_ids": generated, "attention_mask": torch.ones_like(generated)}
     if loaded.family == ENCODER_DECODER:
-        stacks = {
-            "encoder": _stack("encoder", by_stack["encoder"], out.encoder_attentions, "source", "source"),
-            "decoder": _stack("decoder", by_stack["decoder"], out.decoder_attentions, "decoder_input", "decoder_input"),
-            "cross": _stack("cross", by_stack["cross"], out.cross_attentions, "target", "source"),
-        }
+        start = model.generation_config.decoder_start_token_id
+        if start is None:
+            start = model.config.decoder_start_token_id
+        if target_text is not None and target_text.strip():
+            labels = tokenizer(text_target=target_text, truncation=True, max_length=limit)["input_ids"]
+            sequence = [start, *labels]
+        else:
+            t0 = time.perf_counter()
+            generated = model.generate(**inputs.enc, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, num_beams=1)
+            inputs.timings["generate"] = (time.perf_counter() - t0) * 1000
+            sequence = generated[0].tolist()
+        inputs.tokens["decoder_input"] = token_seq(tokenizer, sequence[:-1])
+        inputs.tokens["target"] = token_seq(tokenizer, sequence[1:])
+        inputs.extra["decoder_input_ids"] = torch.tensor([sequence[:-1]], device=loaded.device)
+
+
+def _heads_to_ablate(loaded: LoadedModel, ablate: tuple[tuple[str, int, int], ...]) -> dict:
+    heads: dict[torch.nn.Module, list[int]] = {}
+    for stack, layer, head in ablate:
+        heads.setdefault(loaded.attention_modules[stack][layer], []).append(head)
+    return heads
+
+
+def _forward(loaded: LoadedModel, inputs: _Inputs, ablate: tuple[tuple[str, int, int], ...]):
+    """The one forward pass, on the fused attention kernel, recording q/k/v per layer."""
+    t0 = time.perf_counter()
+    with recording() as calls, ablating(_heads_to_ablate(loaded, ablate)):
+        out = loaded.model(**inputs.enc, **inputs.extra, output_hidden_states=True, return_dict=True)
+    if loaded.device.type == "cuda":
+        torch.cuda.synchronize()
+    inputs.timings["forward"] = (time.perf_counter() - t0) * 1000
+    loaded.count_forward()
+    return out, calls
+
+
+_STACK_TOKENS = {"encoder": ("source", "source"), "decoder": ("source", "source"), "cross": ("target", "source")}
+
+
+def _stacks(loaded: LoadedModel, calls: list[AttentionRecord]) -> dict[str, AttentionStack]:
+    """Group the records by stack and check them against the modules learnt when the model loaded."""
+    by_stack = group_by_stack(loaded, calls)
+    expected = {name: len(modules) for name, modules in loaded.attention_modules.items()}
+    if {name: len(records) for name, records in by_stack.items()} != expected:
+        raise AtlasError(
+            f"'{loaded.name}' routed {len(calls)} attention calls differently from its {sum(expected.values())} "
+            "attention layers: this architecture's attention can't be inspected reliably."
+        )
+    stacks = {}
+    for name, records in by_stack.items():
+        rows, cols = _STACK_TOKENS[name]
+        if loaded.family == ENCODER_DECODER and name == "decoder":
+            rows = cols = "decoder_input"
+        stacks[name] = AttentionStack(name, rows, cols, tuple(records))
+    return stacks
+
+
+def build_trace(
+    loaded: LoadedModel,
+    text: str,
+    target_text: str | None = None,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    continuation: int = 0,
+    question: str | None = None,
+    chat: bool = False,
+    ablate: tuple[tuple[str, int, int], ...] = (),
+) -> Trace:
+    """Run the model once on `text`, keeping q/k/v and head outputs per layer, hidden states and logits.
+
+    Encoder-decoders also need a target: `target_text` (forced decoding) or, when it is
+    empty, the model's own greedy output (generated first, then read in the same single pass).
+    Decoder-only models with `continuation` > 0 likewise first generate that many tokens
+    greedily; the pass then reads prompt + continuation (`Trace.prompt_length` marks the split).
+    Question-answering models read (`question`, `text`) as a pair, `text` being the context.
+    `chat` wraps the text as a user turn in the tokenizer's chat template (instruct models).
+    `ablate` lists (stack, layer, head) whose outputs are zeroed in this pass (head ablation).
+    """
+    if not text or not text.strip():
+        raise AtlasError("The text is empty: type something for the model to read.")
+    limit = token_limit(loaded, max_tokens)
+    with torch.inference_mode():
+        inputs = _encode(loaded, text, limit, question, chat)
+        _extend(loaded, inputs, limit, continuation, target_text)
+        out, calls = _forward(loaded, inputs, ablate)
+    stacks = _stacks(loaded, calls)
+    if loaded.family == ENCODER_DECODER:
         hidden = {"encoder": out.encoder_hidden_states, "decoder": out.decoder_hidden_states}
     else:
-        name = loaded.family  # ENCODER or DECODER
-        if not getattr(out, "attentions", None):
-            raise AtlasError(f"'{loaded.name}' did not return attention weights; it can't be inspected here.")
-        stacks = {name: _stack(name, by_stack[name], out.attentions, "source", "source")}
-        hidden = {name: out.hidden_states}
+        hidden = {loaded.family: out.hidden_states}
     outputs = {k: _numpy(v[0]) for k, v in out.items() if k.endswith("logits") and isinstance(v, torch.Tensor)}
+    identity = (loaded.key, str(loaded.device), str(loaded.dtype), text, target_text or None, limit)
+    identity += (continuation, question or None, chat, tuple(ablate))
     return Trace(
         model_key=loaded.key,
         model_name=loaded.name,
-        model_class=type(model).__name__,
+        model_class=type(loaded.model).__name__,
         family=loaded.family,
         head=loaded.head.name,
         text=text,
         target_text=target_text or None,
         question=question or None,
         ablated=tuple(ablate),
-        tokens=MappingProxyType(tokens),
+        tokens=MappingProxyType(inputs.tokens),
         stacks=MappingProxyType(stacks),
-        hidden_states=MappingProxyType({k: _numpy(torch.stack([h[0] for h in v])) for k, v in hidden.items()}),
+        hidden_states=MappingProxyType({k: _stacked([h[0] for h in v]) for k, v in hidden.items()}),
         outputs=MappingProxyType(outputs),
-        dropped_tokens=max(0, full_length - prompt_length),
-        prompt_length=prompt_length,
+        dropped_tokens=max(0, inputs.full_length - inputs.prompt_length),
+        prompt_length=inputs.prompt_length,
         token_limit=limit,
-        timings_ms=MappingProxyType(timings),
+        timings_ms=MappingProxyType(inputs.timings),
         device=str(loaded.device),
         dtype=str(loaded.dtype).removeprefix("torch."),
+        identity=identity,
     )
