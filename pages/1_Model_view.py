@@ -18,7 +18,7 @@ shell.page_setup("Model view")
 trace = shell.current_trace()
 stack_name = shell.stack_picker(trace)
 stack = trace.stacks[stack_name]
-mosaic = shell.cached_mosaic(trace.identity, stack_name, trace)
+mosaic = shell.cached_mosaic(trace, stack_name)
 
 st.caption(
     f"{stack.n_layers} layers × {stack.n_heads} heads. Each thumbnail is one head's attention "

@@ -9,6 +9,7 @@ from viz import figures
 from viz.neuron import neuron_view
 
 COURSE = {"text": "time flies like an arrow", "layer": 0, "head": 8}
+KEY_ROWS = 48  # long inputs: the vector heatmaps show the keys with the largest weights, the table shows all
 
 
 def load_course_preset() -> None:
@@ -26,6 +27,8 @@ query = shell.token_picker("Query token (the row that attends)", rows, key="quer
 v = neuron_view(stack, layer, head, query)
 keys = list(cols.display)
 q_label = f"q ({rows.display[query]})"
+shown = v.strongest(KEY_ROWS)
+shown_keys = [f"#{j} {keys[j]}" if len(shown) < len(keys) else keys[j] for j in shown]
 
 st.subheader("1 · Project: query, keys and values")
 st.caption(
@@ -39,10 +42,16 @@ st.caption(
     )
 )
 st.plotly_chart(figures.vectors_heatmap(v.query[None], [q_label], "query vector q", height=150), key="q")
+if len(shown) < len(keys):
+    st.caption(
+        f"{len(keys):,} keys: the vectors below are the {len(shown)} keys with the largest weights, in text order; "
+        "the score table has every key."
+    )
 left, right = st.columns(2)
-left.plotly_chart(figures.vectors_heatmap(v.keys, keys, "key vectors k_j"), key="k")
+left.plotly_chart(figures.vectors_heatmap(v.keys[shown], shown_keys, "key vectors k_j"), key="k")
 right.plotly_chart(
-    figures.vectors_heatmap(v.products, keys, "q ⊙ k_j (elementwise; each row sums to q · k_j)"), key="qk"
+    figures.vectors_heatmap(v.products[shown], shown_keys, "q ⊙ k_j (elementwise; each row sums to q · k_j)"),
+    key="qk",
 )
 
 st.subheader("2 · Score: q · k_j, scaled" + (", plus position bias" if v.bias is not None else "") + ", masked")
@@ -57,12 +66,13 @@ st.caption(f"scale = {scale_text}. Masked keys get −∞ and so weight 0.")
 st.dataframe(table, hide_index=False, width="stretch")
 
 st.subheader("3 · Weigh: softmax over the scores")
-st.plotly_chart(figures.weight_bars(v.weights, keys, f"attention weights of {q_label}"), key="w")
+weights_figure = figures.weight_bars if len(keys) <= figures.HOVER_LABEL_LIMIT else figures.attention_line
+st.plotly_chart(weights_figure(v.weights, keys, f"attention weights of {q_label}"), key="w")
 st.caption("Recomputed here, step by step, from the q and k the model captured.")
 
 st.subheader("4 · Mix: the weighted sum of the value vectors")
 left, right = st.columns(2)
-left.plotly_chart(figures.vectors_heatmap(v.weighted_values, keys, "w_j · v_j"), key="wv")
+left.plotly_chart(figures.vectors_heatmap(v.weighted_values[shown], shown_keys, "w_j · v_j"), key="wv")
 right.plotly_chart(
     figures.vectors_heatmap(
         np.stack([v.output, v.model_output]), ["Σ_j w_j v_j", "model's own head output"], "head output", height=170

@@ -23,7 +23,7 @@ trace = shell.current_trace()
 names = [name for name in trace.stacks if name != "cross"]  # roles and rollout need self-attention
 stack_name = st.radio("Stack", names, horizontal=True, key="roles_stack") if len(names) > 1 else names[0]
 stack = trace.stacks[stack_name]
-stats = shell.cached_head_stats(trace.identity, stack_name, trace)
+stats = shell.cached_head_stats(trace, stack_name)
 heads = [f"h{h}" for h in range(stack.n_heads)]
 
 st.caption(

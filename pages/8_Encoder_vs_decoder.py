@@ -46,7 +46,7 @@ for column, key in zip((left, right), models, strict=True):
             f"{'causal (sees only the past)' if stack.causal else 'bidirectional (sees both sides)'}"
         )
         shell.heatmap(view, f"layer {layer}, mean over heads (special tokens hidden)", key=f"compare_{key}")
-    stats = shell.cached_head_stats(trace.identity, stack_name, trace)
+    stats = shell.cached_head_stats(trace, stack_name)
     rel = np.linspace(0, 1, stack.n_layers)
     for name, values in (
         ("entropy", stats.entropy),

@@ -397,14 +397,34 @@ def layer_head_picker(stack: AttentionStack) -> tuple[int, int]:
     return int(st.session_state["layer"]), int(st.session_state["head"])
 
 
-@st.cache_data(show_spinner="Drawing every head (computed from q and k, a block at a time)…", max_entries=32)
-def cached_mosaic(identity: tuple, stack: str, _trace: Trace) -> Mosaic:
-    return attention_mosaic(_trace.stacks[stack])
+@st.cache_resource(show_spinner=False)
+def view_cache() -> ByteBudgetCache:
+    """Views that stream every head of a Trace (Model view image, head statistics): seconds to compute
+    at thousands of tokens, small to keep. Keyed by the Trace's full identity."""
+    return ByteBudgetCache(256 << 20, lambda value: getattr(value, "nbytes", 1 << 20))
 
 
-@st.cache_data(show_spinner="Measuring every head…", max_entries=32)
-def cached_head_stats(identity: tuple, stack: str, _trace: Trace) -> HeadStats:
-    return head_stats(_trace.stacks[stack])
+def _streamed(key: tuple, what: str, compute) -> object:
+    """A cached view of every head, computed with a progress bar that counts layers."""
+    cache = view_cache()
+    if key in cache:
+        return cache.get(key, compute)
+    bar = st.progress(0.0, text=f"{what}…")
+    value = cache.get(key, lambda: compute(lambda done: bar.progress(done, text=f"{what}: {done:.0%} of the layers")))
+    bar.empty()
+    return value
+
+
+def cached_mosaic(trace: Trace, stack: str) -> Mosaic:
+    s = trace.stacks[stack]
+    what = f"Drawing {s.n_layers} layers × {s.n_heads} heads from q and k"
+    return _streamed(("mosaic", trace.identity, stack), what, lambda progress: attention_mosaic(s, progress=progress))
+
+
+def cached_head_stats(trace: Trace, stack: str) -> HeadStats:
+    s = trace.stacks[stack]
+    what = f"Measuring {s.n_layers} layers × {s.n_heads} heads"
+    return _streamed(("stats", trace.identity, stack), what, lambda progress: head_stats(s, progress=progress))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

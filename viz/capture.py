@@ -65,6 +65,23 @@ class MaskRule:
             out |= (r - c) >= self.window
         return out
 
+    def fill_forbidden(self, scores: torch.Tensor, rows: slice, cols: slice) -> None:
+        """Set scores[..., rows, cols] to -inf where forbidden, touching only the keys the rule can hide
+        (a causal block's future, a window's distant past): most of a long causal row needs no work."""
+        first, stop = range(self.n_queries)[rows][0], range(self.n_queries)[rows][-1] + 1
+        c0 = range(self.n_keys)[cols].start
+        spans = []
+        if self.explicit is not None:
+            spans.append((0, scores.shape[-1]))
+        if self.causal:  # keys after the block's first row
+            spans.append((max(0, first + 1 - c0), scores.shape[-1]))
+        if self.window is not None:  # keys before the block's last row's window
+            spans.append((0, max(0, min(scores.shape[-1], stop - self.window - c0))))
+        for lo, hi in spans:
+            if lo < hi:
+                part = slice(c0 + lo, c0 + hi)
+                scores[..., lo:hi].masked_fill_(self.forbidden(rows, part, scores.device), float("-inf"))
+
     def visible_keys(self, row_stop: int) -> int:
         """Keys beyond this index are hidden from every query before `row_stop` (lets causal maps skip them)."""
         return min(self.n_keys, row_stop) if self.causal and self.explicit is None else self.n_keys

@@ -85,7 +85,7 @@ def attention_heatmap(
     if masked is not None and masked.any():
         fig.add_trace(
             go.Heatmap(
-                z=np.where(masked, 1.0, np.nan),
+                z=np.where(masked, np.float32(1.0), np.float32(np.nan)),
                 x=x,
                 y=y,
                 colorscale=[[0, MASKED_COLOR], [1, MASKED_COLOR]],

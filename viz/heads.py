@@ -28,6 +28,10 @@ class HeadStats:
     to_self: np.ndarray  # [layers, heads]: share on the query token itself
     roles: np.ndarray  # [layers, heads] str
 
+    @property
+    def nbytes(self) -> int:
+        return 6 * self.entropy.nbytes
+
 
 def head_stats(stack: AttentionStack, progress: Callable[[float], None] | None = None) -> HeadStats:
     """Per-head statistics of a self-attention stack, streamed a block of rows at a time."""

@@ -53,6 +53,10 @@ class Mosaic:
     layers: int
     heads: int
 
+    @property
+    def nbytes(self) -> int:
+        return len(self.png)
+
 
 def _pool(x: torch.Tensor, size: int, fill: float, reduce: str = "amax") -> torch.Tensor:
     """Pool the last two axes in size × size blocks (padding with `fill` to whole blocks)."""

@@ -35,6 +35,12 @@ class NeuronView:
     output: np.ndarray  # [d_head]: Σ_j w_j v_j
     model_output: np.ndarray  # [d_head]: the head output the model's own attention kernel computed
 
+    def strongest(self, n: int) -> np.ndarray:
+        """Positions of the n keys with the largest weights, in text order (every key when there are at most n)."""
+        if len(self.weights) <= n:
+            return np.arange(len(self.weights))
+        return np.sort(np.argsort(-self.weights, kind="stable")[:n])
+
     @property
     def max_output_error(self) -> float:
         """How far Σ w·v, recomputed here step by step, is from the model's own head output (round-off)."""

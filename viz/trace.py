@@ -41,7 +41,7 @@ from viz.tokens import TokenSeq, token_seq
 DEFAULT_MAX_TOKENS = 256
 MAX_NEW_TOKENS = 48  # encoder-decoder output length when no target text is given
 ALL = slice(None)
-BLOCK_CELLS = 1 << 24  # rows × keys × heads scored at once (64 MB of float32) when streaming a layer
+BLOCK_CELLS = 1 << 21  # rows × keys × heads scored at once (8 MB of float32: stays in cache) when streaming
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
@@ -135,28 +135,36 @@ class AttentionStack:
         return None if bias is None else bias.block([head], rows, cols, self.n_keys)[0].cpu().numpy()
 
     # ---------------------------------------------------------------- attention on request
-    def scores(self, layer: int, heads: list[int], rows: slice, keys: int | None = None) -> torch.Tensor:
-        """[heads, rows, keys] float32: q·kᵀ·scale + bias, -inf where masked -- what the softmax reads.
-        `keys` limits the columns to the first so many (a causal block never sees beyond its last row)."""
+    def scores(self, layer: int, head: int | None, rows: slice, keys: int | None = None) -> torch.Tensor:
+        """[heads, rows, keys] float32 for one head or (None) all: q·kᵀ·scale + bias, -inf where masked --
+        what the softmax reads. `keys` keeps only the first so many columns (a causal block never sees
+        beyond its last row)."""
         record = self.layers[layer]
         cols = slice(0, keys or self.n_keys)
-        kv = [self.kv_head(h) for h in heads]
-        q = record.query[heads, rows].float()
-        k = record.key[kv, cols].float()
-        scores = q @ k.transpose(-1, -2) * record.scaling
+        if head is None:  # all heads: each group of query heads against its own key head (GQA, no copies)
+            q = record.query[:, rows].float()
+            k = record.key[:, cols].float()
+            group = self.n_heads // self.kv_heads
+            stacked = q.reshape(self.kv_heads, group * q.shape[1], q.shape[2])  # a group's rows, one after another
+            scores = torch.bmm(stacked, k.transpose(-1, -2)).view(self.n_heads, q.shape[1], k.shape[1])
+            heads = slice(None)
+        else:
+            kv = self.kv_head(head)
+            scores = record.query[head : head + 1, rows].float() @ record.key[kv : kv + 1, cols].float().transpose(
+                -1, -2
+            )
+            heads = [head]
+        scores *= record.scaling
         if record.bias is not None:
             scores += record.bias.block(heads, rows, cols, self.n_keys)
-        forbidden = record.mask.forbidden(rows, cols, scores.device)
-        if forbidden is not None:
-            scores.masked_fill_(forbidden, float("-inf"))
+        record.mask.fill_forbidden(scores, rows, cols)
         return scores
 
     def attention(self, layer: int, head: int | None = None, rows: slice = ALL, cols: slice = ALL) -> np.ndarray:
         """Attention weights: [rows, cols] for one head, [heads, rows, cols] for head=None (all heads).
 
         Rows are softmaxed over all keys, then cut to `cols`, so a zoomed region keeps the true weights."""
-        heads = list(range(self.n_heads)) if head is None else [head]
-        weights = self.scores(layer, heads, rows).softmax(-1)[..., cols]
+        weights = self.scores(layer, head, rows).softmax(-1)[..., cols]
         out = _numpy(weights)
         return out if head is None else out[0]
 
@@ -164,7 +172,7 @@ class AttentionStack:
         """[rows, cols]: the layer's attention averaged over its heads (one head at a time in memory)."""
         total = None
         for head in range(self.n_heads):
-            weights = self.scores(layer, [head], rows).softmax(-1)[0, :, cols]
+            weights = self.scores(layer, head, rows).softmax(-1)[0, :, cols]
             total = weights if total is None else total.add_(weights)
         return _numpy(total / self.n_heads)
 
@@ -174,13 +182,12 @@ class AttentionStack:
         scores [heads, rows, keys'] stop at the last key any row of the block can see (causal
         blocks skip the future); weights = exp(scores - logsumexp). Memory stays near BLOCK_CELLS;
         blocks hold a multiple of `multiple_of` rows (so pooled pixels never straddle two blocks)."""
-        heads = list(range(self.n_heads))
         rows_per_block = BLOCK_CELLS // (self.n_heads * self.n_keys) // multiple_of * multiple_of
         rows_per_block = max(multiple_of, rows_per_block)
         rule = self.layers[layer].mask
         for start in range(0, self.n_queries, rows_per_block):
             stop = min(self.n_queries, start + rows_per_block)
-            scores = self.scores(layer, heads, slice(start, stop), rule.visible_keys(stop))
+            scores = self.scores(layer, None, slice(start, stop), rule.visible_keys(stop))
             yield start, stop, scores, torch.logsumexp(scores, dim=-1, keepdim=True)
 
 
@@ -250,8 +257,10 @@ def _encode(loaded: LoadedModel, text: str, limit: int, question: str | None, ch
         turn = [{"role": "user", "content": text}]
         pair = (tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True),)
         special = {"add_special_tokens": False}  # the template already holds them
-    full_length = len(tokenizer(*pair, **special)["input_ids"])
-    enc = tokenizer(*pair, return_tensors="pt", truncation=True, max_length=limit, **special)
+    enc = tokenizer(*pair, return_tensors="pt", **special)
+    full_length = enc["input_ids"].shape[1]
+    if full_length > limit:  # tokenize again with the cap: truncation keeps the closing special tokens
+        enc = tokenizer(*pair, return_tensors="pt", truncation=True, max_length=limit, **special)
     if "token_type_ids" not in inspect.signature(model.forward).parameters:
         enc.pop("token_type_ids", None)  # e.g. DistilBERT's tokenizer makes them, its model refuses them
     word_ids = enc.word_ids(0) if enc.is_fast else None
