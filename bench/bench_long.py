@@ -243,12 +243,58 @@ def run_child(kind: str, model: str, tokens: int, repeat: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def table(report: dict) -> str:
+    """bench/results/long.json as the Markdown tables of bench/RESULTS.md."""
+    lines = [
+        "| model | tokens | Trace s | plain sdpa s | Trace / plain | peak RSS + GB (plain) | Trace GB (q/k/v/out)"
+        " | head overview s | first page maps s | Model view s (MB sent) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in report["rows"]:
+        o = row["ours"]
+        if "trace_s" not in o:
+            lines.append(f"| {row['model']} | {row['tokens']} | {next(iter(o.values()))} |")
+            continue
+        cells = [
+            f"{row['model']} ({o['layers_heads']})",
+            f"{row['tokens']:,}",
+            o["trace_s"],
+            o["plain_sdpa_forward_s"],
+            f"**{o['trace_over_plain']}×**",
+            f"{o['trace_peak_rss_increase_gb']} ({o['plain_forward_peak_rss_increase_gb']})",
+            f"{o['trace_gb']} ({o['trace_attention_vectors_gb']})",
+            o["head_overview_s"],
+            o["first_page_maps_s"],
+            f"{o['model_view_s']} ({o['model_view_mb_sent']})",
+        ]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    lines += ["", "| model | tokens | TransformerLens run_with_cache | bertviz model_view |", "|---|---:|---|---|"]
+    for row in report["rows"]:
+        tl, bv = row["transformer_lens"], row["bertviz"]
+        tl_text = (
+            f"{tl['run_with_cache_s']} s, peak RSS +{tl['peak_rss_increase_gb']} GB, cache {tl['cache_gb']} GB"
+            if "run_with_cache_s" in tl
+            else next(iter(tl.values()))
+        )
+        bv_text = (
+            f"{bv['model_view_s']} s, {bv['html_mb']} MB of HTML, peak RSS +{bv['peak_rss_increase_gb']} GB"
+            if "model_view_s" in bv
+            else next(iter(bv.values()))
+        )
+        lines.append(f"| {row['model']} | {row['tokens']:,} | {tl_text} | {bv_text} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", choices=list(SHAPES))
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--child", nargs=3, metavar=("KIND", "MODEL", "TOKENS"))
+    parser.add_argument("--table", action="store_true", help="print bench/results/long.json as Markdown")
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads((ROOT / "bench" / "results" / "long.json").read_text())))
+        return
     if args.child:
         kind, model, tokens = args.child
         import transformers

@@ -22,20 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_long import PeakRSS, long_text, rss  # noqa: E402
 from tests.apptest import problems  # noqa: E402
-
-PAGES = [
-    "app.py",
-    "pages/1_Model_view.py",
-    "pages/2_bertviz.py",
-    "pages/3_Neuron_view.py",
-    "pages/4_Alignment.py",
-    "pages/5_Predictions.py",
-    "pages/6_Hidden_states.py",
-    "pages/7_Head_roles.py",
-    "pages/8_Encoder_vs_decoder.py",
-    "pages/9_Head_ablation.py",
-    "pages/10_Guided_walk.py",
-]
+from ui.shell import PAGES  # noqa: E402
 
 
 def main() -> None:
@@ -51,7 +38,7 @@ def main() -> None:
     start_rss = rss()
     report = {"model": args.model, "tokens": args.tokens, "rss_at_start_gb": round(start_rss / 2**30, 2), "pages": {}}
     with PeakRSS() as overall:
-        for page in PAGES:
+        for page, _ in PAGES:
             at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=900)
             for key, value in dict(model=args.model, text=text, max_tokens=args.tokens).items():
                 at.query_params[key] = str(value)

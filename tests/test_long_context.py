@@ -9,6 +9,7 @@ import pytest
 
 from tests.apptest import decode, plotly_specs, problems, run_page
 from tests.tiny import build_tiny, eager_attentions
+from ui import shell
 from viz.cache import ByteBudgetCache
 from viz.models import load_model
 from viz.trace import build_trace
@@ -16,17 +17,8 @@ from viz.trace import build_trace
 TOKENS = 3000
 WORDS = "the cat sat on the mat time flies like an arrow paris is the capital of france".split()
 TEXT = " ".join(WORDS[i % len(WORDS)] for i in range(TOKENS + 50))
-PAGES = [
-    "app.py",
-    "pages/1_Model_view.py",
-    "pages/2_bertviz.py",
-    "pages/3_Neuron_view.py",
-    "pages/4_Alignment.py",
-    "pages/5_Predictions.py",
-    "pages/6_Hidden_states.py",
-    "pages/7_Head_roles.py",
-    "pages/9_Head_ablation.py",
-]
+# Every page but the two that compare or teach on other models (they read the catalog's models).
+PAGES = [page for page, _ in shell.PAGES if not page.endswith(("8_Encoder_vs_decoder.py", "10_Guided_walk.py"))]
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +102,7 @@ def test_cache_evicts_least_recently_used_by_bytes():
 
         return compute
 
-    cache = ByteBudgetCache(budget=10, size_of=lambda v: v[1])
+    cache = ByteBudgetCache(10, size_of=lambda v: v[1])
     cache.get("a", value("a", 4))
     cache.get("b", value("b", 4))
     cache.get("a", value("a", 4))  # a is now the most recent
@@ -119,6 +111,19 @@ def test_cache_evicts_least_recently_used_by_bytes():
     cache.get("big", value("big", 50))  # larger than the budget: kept alone, everything else goes
     assert len(cache) == 1 and "big" in cache
     assert computed == ["a", "b", "c", "big"]
+
+
+def test_cache_budgets_each_device_on_its_own():
+    """A GPU trace keeps q/k/v on the GPU and hidden states in RAM: either pool overflowing evicts."""
+    cache = ByteBudgetCache({"cpu": 10, "cuda": 5}, size_of=lambda v: v)
+    cache.get("a", lambda: {"cpu": 2, "cuda": 3})
+    cache.get("b", lambda: {"cpu": 2})
+    assert len(cache) == 2
+    cache.get("b", lambda: None)  # b is now the most recent, a the least
+    cache.get("c", lambda: {"cpu": 1, "cuda": 3})  # cuda 6 > 5: a goes (it holds GPU bytes)
+    assert "a" not in cache and "b" in cache and cache.used_by_device() == {"cpu": 3, "cuda": 3}
+    cache.get("d", lambda: {"cpu": 1, "cuda": 3})  # cuda over again: c goes, cpu-only b stays though older
+    assert list(cache._entries) == ["b", "d"]
 
 
 def test_cache_computes_a_key_once_for_concurrent_sessions():
@@ -130,7 +135,7 @@ def test_cache_computes_a_key_once_for_concurrent_sessions():
         gate.wait(5)
         return "trace"
 
-    cache = ByteBudgetCache(budget=100, size_of=lambda v: 1)
+    cache = ByteBudgetCache(100, size_of=lambda v: 1)
     results = []
     threads = [threading.Thread(target=lambda: results.append(cache.get("k", slow))) for _ in range(8)]
     for t in threads:
@@ -142,7 +147,7 @@ def test_cache_computes_a_key_once_for_concurrent_sessions():
 
 
 def test_a_failed_computation_is_not_cached():
-    cache = ByteBudgetCache(budget=100, size_of=lambda v: 1)
+    cache = ByteBudgetCache(100, size_of=lambda v: 1)
     with pytest.raises(ValueError):
         cache.get("k", lambda: (_ for _ in ()).throw(ValueError("bad input")))
     assert cache.get("k", lambda: "fine") == "fine"
@@ -150,15 +155,13 @@ def test_a_failed_computation_is_not_cached():
 
 def test_trace_cache_budget_and_sizes_shown(monkeypatch):
     """The app's Trace cache is bounded by ATLAS_TRACE_CACHE_GB and every page says what a Trace weighs."""
-    from ui import shell
-
     monkeypatch.setenv("ATLAS_TRACE_CACHE_GB", "0.5")
     shell.trace_cache.clear()
     try:
         at = run_page("app.py", model="minilm", text="The cat sat on the mat.")
         assert problems(at) == []
         caption = next(c.value for c in at.caption if "trace" in c.value)
-        assert "of 0.50 GB" in caption and "limit 256" in caption
+        assert "cpu: trace 0.4 MB, cache 0.4 MB of 0.50 GB" in caption and "limit 256" in caption
         assert shell.trace_cache().budget == 2**29
     finally:
         shell.trace_cache.clear()

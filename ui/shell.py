@@ -16,7 +16,7 @@ import transformers
 from viz import export, figures, predictions
 from viz.architectures import ENCODER_DECODER
 from viz.bertviz_views import head_view_html, model_view_html
-from viz.cache import GIB, ByteBudgetCache, default_budget
+from viz.cache import GIB, ByteBudgetCache, default_budgets
 from viz.errors import AtlasError
 from viz.heads import HeadStats, head_stats
 from viz.lens import Lens, logit_lens
@@ -254,8 +254,8 @@ def cached_model(key: str, device: str, dtype: str) -> LoadedModel:
 
 @st.cache_resource(show_spinner=False)
 def trace_cache() -> ByteBudgetCache[Trace]:
-    """Traces of every session of this server, bounded by bytes (ATLAS_TRACE_CACHE_GB; default 40 % of RAM)."""
-    return ByteBudgetCache(default_budget(), lambda trace: trace.nbytes)
+    """Traces of every session of this server, bounded by bytes per device (see viz.cache.default_budgets)."""
+    return ByteBudgetCache(default_budgets(), lambda trace: trace.bytes_by_device())
 
 
 def cached_trace(
@@ -346,11 +346,16 @@ def current_trace(continuation: int = 0) -> Trace:
             "were dropped. Raise 'Max tokens' in the sidebar (up to the model's limit) to see more."
         )
     timings = " · ".join(f"{name} {ms:.0f} ms" for name, ms in trace.timings_ms.items() if ms)
-    cache = trace_cache()
+    cache, used = trace_cache(), trace_cache().used_by_device()
+    memory = " · ".join(
+        f"{device}: trace {size_text(size)}, cache {size_text(used[device])} of {size_text(cache.budgets[device])}"
+        for device, size in trace.bytes_by_device().items()
+        if size and device in cache.budgets
+    )
     st.caption(
         f"**{trace.model_name}** ({trace.model_class}, {trace.family}) · device **{trace.device}** "
         f"({trace.dtype}) · {timings} · {len(trace.tokens['source'])} tokens (limit {trace.token_limit:,}) · "
-        f"trace {size_text(trace.nbytes)} · cache {size_text(cache.used)} of {size_text(cache.budget)}"
+        f"{memory}"
     )
     return trace
 
@@ -373,9 +378,10 @@ def stack_picker(trace: Trace) -> str:
     return st.session_state["stack"]
 
 
-def token_picker(label: str, tokens: TokenSeq, key: str) -> int:
-    """Pick one token position (kept in the URL)."""
-    clamp(key, 0, len(tokens) - 1)
+def token_picker(label: str, tokens: TokenSeq, key: str, default: int = 0) -> int:
+    """Pick one token position (kept in the URL); `default` on a first visit."""
+    st.session_state.setdefault(key, default)
+    clamp(key, 0, len(tokens) - 1, default)
     position = st.select_slider(
         label, options=list(range(len(tokens))), format_func=lambda i: f"{i}: {tokens.display[i]}", key=key
     )
@@ -515,11 +521,24 @@ def heatmap(view: MatrixView, title: str, key: str, zoom: Region | None = None, 
     return shown
 
 
-def open_on_offline_model(key: str, example: int, message: str) -> None:
-    """Switch the sidebar to an offline catalog model (before the sidebar is drawn) and say why."""
+def _switch_model(key: str, example: int) -> None:
     st.session_state["model_choice"] = key
     st.session_state["text"] = CATALOG_BY_KEY[key].examples[example]
-    st.info(message)
+
+
+def offer_model(key: str, example: int, reason: str) -> None:
+    """This page can't show the sidebar's model: say why and offer a one-click switch to an offline
+    model. Never switch silently -- a teacher's model and text stay theirs until they click."""
+    sidebar()
+    st.info(reason)
+    entry = CATALOG_BY_KEY[key]
+    st.button(
+        f"Open on {entry.label.split(' · ')[0]} with “{entry.examples[example]}”",
+        on_click=_switch_model,
+        args=(key, example),
+        key="offer_model",
+    )
+    st.stop()
 
 
 def current_model() -> LoadedModel:

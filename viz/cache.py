@@ -2,15 +2,16 @@
 
 Shared by every browser session of one server process. Each key is computed once even
 when several sessions ask at the same moment (the others wait for it); least recently
-used entries go first when the budget is exceeded.
+used entries go first when any device's budget is exceeded (a Trace on a GPU keeps its
+q/k/v there and its hidden states and logits in RAM: each pool has its own budget).
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Hashable, Mapping
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
@@ -18,31 +19,54 @@ V = TypeVar("V")
 GIB = 1 << 30
 
 
-def default_budget() -> int:
-    """ATLAS_TRACE_CACHE_GB if set, else 40 % of the memory available when the server starts."""
-    setting = os.environ.get("ATLAS_TRACE_CACHE_GB")
-    if setting:
-        return int(float(setting) * GIB)
+def _available_ram() -> int:
     try:
         with open("/proc/meminfo") as f:
-            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable"))
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable"))
     except (OSError, StopIteration):
-        available = 8 * GIB
-    return int(0.4 * available)
+        return 8 * GIB
+
+
+def default_budgets() -> dict[str, int]:
+    """Bytes per device: ATLAS_TRACE_CACHE_GB (RAM) if set, else 40 % of the RAM available at start-up;
+    on CUDA also ATLAS_TRACE_CACHE_GPU_GB, else half of the GPU's memory."""
+    setting = os.environ.get("ATLAS_TRACE_CACHE_GB")
+    budgets = {"cpu": int(float(setting) * GIB) if setting else int(0.4 * _available_ram())}
+    import torch
+
+    if torch.cuda.is_available():
+        gpu = os.environ.get("ATLAS_TRACE_CACHE_GPU_GB")
+        budgets["cuda"] = int(float(gpu) * GIB) if gpu else torch.cuda.get_device_properties(0).total_memory // 2
+    return budgets
 
 
 class ByteBudgetCache(Generic[V]):
-    def __init__(self, budget: int, size_of: Callable[[V], int]):
-        self.budget = budget
+    def __init__(self, budgets: int | Mapping[str, int], size_of: Callable[[V], int | Mapping[str, int]]):
+        """`budgets`: bytes per device ("cpu", "cuda"), or one number for "cpu". `size_of` gives a
+        value's bytes the same way."""
+        self.budgets = {"cpu": budgets} if isinstance(budgets, int) else dict(budgets)
         self._size_of = size_of
-        self._entries: OrderedDict[Hashable, tuple[V, int]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[V, Counter]] = OrderedDict()
         self._lock = threading.Lock()
         self._computing: dict[Hashable, threading.Lock] = {}
 
     @property
-    def used(self) -> int:
+    def budget(self) -> int:
+        return self.budgets["cpu"]
+
+    def used_by_device(self) -> Counter:
         with self._lock:
-            return sum(size for _, size in self._entries.values())
+            return self._total()
+
+    @property
+    def used(self) -> int:
+        return sum(self.used_by_device().values())
+
+    def _total(self) -> Counter:
+        total: Counter = Counter()
+        for _, size in self._entries.values():
+            total.update(size)
+        return total
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -67,19 +91,21 @@ class ByteBudgetCache(Generic[V]):
             finally:
                 with self._lock:
                     self._computing.pop(key, None)
+            size = self._size_of(value)
             with self._lock:
-                self._entries[key] = (value, self._size_of(value))
+                self._entries[key] = (value, Counter({"cpu": size} if isinstance(size, int) else size))
                 self._evict(keep=key)
         return value
 
     def _evict(self, keep: Hashable) -> None:
-        """Drop least recently used entries until within budget; the newest entry always stays."""
-        total = sum(size for _, size in self._entries.values())
+        """Drop least recently used entries until every device is within budget; the newest always stays."""
+        total = self._total()
         for key in list(self._entries):
-            if total <= self.budget:
+            over = {device for device in total if total[device] > self.budgets.get(device, self.budget)}
+            if not over:
                 break
-            if key != keep:
-                total -= self._entries.pop(key)[1]
+            if key != keep and any(self._entries[key][1][device] for device in over):  # frees what is short
+                total.subtract(self._entries.pop(key)[1])
 
     def clear(self) -> None:
         with self._lock:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 # Word-start markers of the common subword schemes: GPT-2 byte-level BPE, SentencePiece.
 WORD_START = ("Ġ", "▁")
@@ -145,16 +146,25 @@ def matrix_view(
     """
     row_groups = _groups(rows, _keep(rows, options), options.merge_words)
     col_groups = _groups(cols, _keep(cols, options), options.merge_words)
-    col_index = [i for group in col_groups for i in group]
-    w = np.asarray(weights, dtype=np.float64)[:, col_index]
+    # Vectorised, and a no-op where nothing is hidden or merged (a 4,096² map must stay cheap).
+    w, m = np.asarray(weights), np.asarray(masked)
+    col_index = np.array([i for group in col_groups for i in group], dtype=int)
+    if len(col_index) < w.shape[1]:
+        w, m = w[:, col_index], m[:, col_index]
     if options.renormalize:
         totals = w.sum(axis=1, keepdims=True)
         w = np.divide(w, totals, out=np.zeros_like(w), where=totals > 0)
-    starts = np.cumsum([0] + [len(g) for g in col_groups[:-1]])
-    w = np.add.reduceat(w, starts, axis=1) if len(col_groups) else w
-    m = np.logical_and.reduceat(masked[:, col_index], starts, axis=1) if len(col_groups) else masked[:, col_index]
-    w = np.stack([w[g].mean(axis=0) for g in row_groups]) if row_groups else w[:0]
-    m = np.stack([m[g].all(axis=0) for g in row_groups]) if row_groups else m[:0]
+    if len(col_groups) < len(col_index):  # merged words: a word receives the sum over its pieces
+        starts = np.cumsum([0] + [len(g) for g in col_groups[:-1]])
+        w, m = np.add.reduceat(w, starts, axis=1), np.logical_and.reduceat(m, starts, axis=1)
+    row_index = np.array([i for group in row_groups for i in group], dtype=int)
+    if len(row_index) < w.shape[0]:
+        w, m = w[row_index], m[row_index]
+    if len(row_groups) < len(row_index):  # ... and attends with the mean of its pieces' rows
+        sizes = np.array([len(g) for g in row_groups])
+        starts = np.cumsum(np.concatenate([[0], sizes[:-1]]))
+        w = np.add.reduceat(w, starts, axis=0) / sizes[:, None]
+        m = np.logical_and.reduceat(m, starts, axis=0)
     label = lambda seq, group: "".join(seq.display[i] for i in group)  # noqa: E731
     return MatrixView(
         weights=w,
@@ -184,10 +194,6 @@ def crop_view(view: MatrixView, rows: tuple[int, int], cols: tuple[int, int]) ->
     )
 
 
-def _pool_axis(n: int, factor: int) -> np.ndarray:
-    return np.arange(0, n, factor)
-
-
 def pool_view(view: MatrixView, max_cells: int = OVERVIEW_CELLS) -> MatrixView:
     """Max-pool a large view down to at most `max_cells` a side, so a sharp head stays visible.
 
@@ -197,9 +203,14 @@ def pool_view(view: MatrixView, max_cells: int = OVERVIEW_CELLS) -> MatrixView:
     factor = max(1, -(-max(n_rows, n_cols) // max_cells))
     if factor == 1:
         return view
-    r, c = _pool_axis(n_rows, factor), _pool_axis(n_cols, factor)
-    weights = np.maximum.reduceat(np.maximum.reduceat(view.weights, r, axis=0), c, axis=1)
-    masked = np.logical_and.reduceat(np.logical_and.reduceat(view.masked, r, axis=0), c, axis=1)
+    r, c = np.arange(0, n_rows, factor), np.arange(0, n_cols, factor)  # first row / column of each block
+
+    def block_max(x: np.ndarray) -> np.ndarray:
+        pooled = torch.nn.functional.max_pool2d(torch.from_numpy(x)[None], factor, factor, ceil_mode=True)
+        return pooled[0].numpy()
+
+    weights = block_max(np.ascontiguousarray(view.weights))
+    masked = block_max((~view.masked).astype(np.float32)) == 0  # masked only where no cell is visible
 
     def blocks(labels: list[str], groups: list[list[int]], starts: np.ndarray):
         ends = [*starts[1:], len(groups)]

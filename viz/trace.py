@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -96,7 +97,15 @@ class AttentionStack:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.nelement() * t.element_size() for r in self.layers for t in (r.query, r.key, r.value, r.context))
+        return sum(self.bytes_by_device().values())
+
+    def bytes_by_device(self) -> Counter:
+        """{"cpu": bytes, "cuda": bytes}: the vectors stay where their layer ran."""
+        sizes: Counter = Counter()
+        for r in self.layers:
+            for t in (r.query, r.key, r.value, r.context):
+                sizes[t.device.type] += t.nelement() * t.element_size()
+        return sizes
 
     def kv_head(self, head: int) -> int:
         """The key/value head a query head reads (GQA: a run of query heads shares one)."""
@@ -169,14 +178,16 @@ class AttentionStack:
         return out if head is None else out[0]
 
     def head_mean(self, layer: int, rows: slice = ALL, cols: slice = ALL) -> np.ndarray:
-        """[rows, cols]: the layer's attention averaged over its heads (one head at a time in memory)."""
-        total = None
-        for head in range(self.n_heads):
-            weights = self.scores(layer, head, rows).softmax(-1)[0, :, cols]
-            total = weights if total is None else total.add_(weights)
-        return _numpy(total / self.n_heads)
+        """[rows, cols]: the layer's attention averaged over its heads, streamed a block of rows at a time."""
+        first = range(self.n_queries)[rows].start
+        mean = torch.zeros(len(range(self.n_queries)[rows]), self.n_keys)
+        for start, stop, scores, lse in self.row_blocks(layer, rows=rows):
+            mean[start - first : stop - first, : scores.shape[-1]] = (scores - lse).exp().mean(0).cpu()
+        return _numpy(mean[:, cols])
 
-    def row_blocks(self, layer: int, multiple_of: int = 1) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
+    def row_blocks(
+        self, layer: int, multiple_of: int = 1, rows: slice = ALL
+    ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
         """Stream a layer's attention a block of rows at a time: (first row, end row, scores, logsumexp).
 
         scores [heads, rows, keys'] stop at the last key any row of the block can see (causal
@@ -185,8 +196,9 @@ class AttentionStack:
         rows_per_block = BLOCK_CELLS // (self.n_heads * self.n_keys) // multiple_of * multiple_of
         rows_per_block = max(multiple_of, rows_per_block)
         rule = self.layers[layer].mask
-        for start in range(0, self.n_queries, rows_per_block):
-            stop = min(self.n_queries, start + rows_per_block)
+        span = range(self.n_queries)[rows]
+        for start in range(span.start, span.stop, rows_per_block):
+            stop = min(span.stop, start + rows_per_block)
             scores = self.scores(layer, None, slice(start, stop), rule.visible_keys(stop))
             yield start, stop, scores, torch.logsumexp(scores, dim=-1, keepdim=True)
 
@@ -223,11 +235,16 @@ class Trace:
         s = self.stacks[stack]
         return self.tokens[s.queries_from], self.tokens[s.keys_from]
 
+    def bytes_by_device(self) -> Counter:
+        """What this Trace holds, per device: q/k/v where their layer ran, hidden states and logits in RAM."""
+        sizes = Counter({"cpu": sum(a.nbytes for a in (*self.hidden_states.values(), *self.outputs.values()))})
+        for stack in self.stacks.values():
+            sizes.update(stack.bytes_by_device())
+        return sizes
+
     @property
     def nbytes(self) -> int:
-        """What this Trace holds in memory (vectors on their device, plus CPU arrays)."""
-        arrays = [*self.hidden_states.values(), *self.outputs.values()]
-        return sum(s.nbytes for s in self.stacks.values()) + sum(a.nbytes for a in arrays)
+        return sum(self.bytes_by_device().values())
 
 
 def token_limit(loaded: LoadedModel, max_tokens: int) -> int:
