@@ -7,6 +7,12 @@ from viz import figures
 from viz.tokens import matrix_view
 
 shell.page_setup("Attention maps")
+st.markdown(
+    "Each map is one **attention head** of the model reading your text: row *i* is token *i* looking back "
+    "at the tokens in the columns, with weights that sum to 1. Try another layer or head, hover a cell, or "
+    "see every head at once in the Model view."
+)
+st.page_link("pages/10_Guided_walk.py", label="New to attention? Take the guided walk from RNNs to attention →")
 trace = shell.current_trace()
 stack_name = shell.stack_picker(trace)
 stack = trace.stacks[stack_name]
@@ -30,7 +36,10 @@ if stack.causal:
 st.caption("Each row is one token attending; its weights over the columns sum to 1.")
 
 st.subheader("One query over the whole context")
-query = shell.token_picker("Query token (the row that attends)", rows, key="query")
+# A decoder's last token sees the whole text; its first sees only itself.
+query = shell.token_picker(
+    "Query token (the row that attends)", rows, key="query", default=len(rows) - 1 if stack.causal else 0
+)
 st.plotly_chart(
     figures.attention_line(
         stack.attention(layer, head, rows=slice(query, query + 1))[0],

@@ -1,6 +1,6 @@
 """A guided walk from the RNN bottleneck to scaled dot-product attention, on a real model's numbers.
 
-Works on any encoder-decoder; opens on the offline dates model, whose attention is easy to read.
+Works on any encoder-decoder; offers the offline dates model, whose attention is easy to read.
 """
 
 import numpy as np
@@ -8,21 +8,34 @@ import streamlit as st
 
 from ui import shell
 from viz import figures
+from viz.architectures import ENCODER_DECODER
 from viz.models import CATALOG_BY_KEY
 from viz.neuron import neuron_view
 from viz.predictions import softmax
 
 shell.page_setup("Guided walk: from RNN to attention")
 entry = CATALOG_BY_KEY.get(st.session_state.get("model_choice", ""))
-if entry is not None and entry.family != "encoder-decoder":
-    shell.open_on_offline_model("dates", 1, "The walk follows an encoder-decoder: opened on the offline dates model.")
+if entry is not None and entry.family != ENCODER_DECODER:
+    shell.offer_model("dates", 1, "The walk follows an encoder-decoder (it reads cross-attention).")
 trace = shell.current_trace()
 if "cross" not in trace.stacks:
     st.warning("The walk needs an encoder-decoder model (it reads cross-attention). Pick one in the sidebar.")
     st.stop()
 source, target = trace.tokens["source"], trace.tokens["target"]
 cross, encoder = trace.stacks["cross"], trace.stacks["encoder"]
-step = shell.token_picker("Follow the decoder while it writes output token…", target, key="walk_step")
+last = cross.n_layers - 1
+
+
+def scaling_effect(step: int) -> float:
+    """How far scaling moves this step's weights (L1): open where step 4 has something to show."""
+    v = neuron_view(cross, last, 0, step)
+    return float(np.abs(softmax(np.where(v.masked, -np.inf, v.dots)) - v.weights).sum())
+
+
+default_step = int(np.argmax([scaling_effect(i) for i in range(len(target))]))
+step = shell.token_picker(
+    "Follow the decoder while it writes output token…", target, key="walk_step", default=default_step
+)
 
 st.header("1 · The bottleneck")
 st.markdown(
@@ -48,7 +61,7 @@ st.plotly_chart(
 )
 
 st.header("3 · Scores from queries and keys")
-layer = cross.n_layers - 1
+layer = last
 v = neuron_view(cross, layer, 0, step)
 st.markdown(
     "Each weight comes from a score: the decoder's **query** vector q against each input token's **key** k — "

@@ -11,7 +11,7 @@ from viz.tokens import matrix_view
 def open_clicked_head() -> None:
     points = st.session_state["grid"]["selection"]["points"]
     if points:
-        st.session_state["layer"], st.session_state["head"] = (int(v) for v in points[0]["customdata"])
+        st.session_state["layer"], st.session_state["head"] = figures.clicked_layer_head(points[0])
 
 
 shell.page_setup("Model view")

@@ -23,7 +23,10 @@ stack_name = shell.stack_picker(trace)
 stack = trace.stacks[stack_name]
 layer, head = shell.layer_head_picker(stack)
 rows, cols = trace.stack_tokens(stack_name)
-query = shell.token_picker("Query token (the row that attends)", rows, key="query")
+# A decoder's first token can only see itself: open on its last token, which sees the whole text.
+query = shell.token_picker(
+    "Query token (the row that attends)", rows, key="query", default=len(rows) - 1 if stack.causal else 0
+)
 v = neuron_view(stack, layer, head, query)
 keys = list(cols.display)
 q_label = f"q ({rows.display[query]})"

@@ -5,20 +5,18 @@ import streamlit as st
 
 from ui import shell
 from viz.alignment import alignment
+from viz.architectures import DECODER, ENCODER
 from viz.errors import AtlasError
 from viz.models import CATALOG_BY_KEY
 from viz.tokens import matrix_view
 
 shell.page_setup("Alignment")
 entry = CATALOG_BY_KEY.get(st.session_state.get("model_choice", ""))
-if entry is not None and entry.family == "encoder":
-    shell.open_on_offline_model(
-        "dates", 0, "Alignment needs a model that writes output: switched to the offline Dates → ISO model."
-    )
-    entry = CATALOG_BY_KEY["dates"]
+if entry is not None and entry.family == ENCODER:
+    shell.offer_model("dates", 0, "Alignment needs a model that writes output; the sidebar's model is an encoder.")
 
 continuation = 0
-if entry is not None and entry.family == "decoder":
+if entry is not None and entry.family == DECODER:
     shell.clamp("continuation", 1, 64, 16)
     continuation = st.slider("Tokens to generate after the prompt", 1, 64, 16, key="continuation")
 trace = shell.current_trace(continuation=continuation)

@@ -29,9 +29,10 @@ depth = st.slider(
 options = TokenOptions(hide_special=True)
 
 curves = []
-for column, key in zip((left, right), models, strict=True):
-    try:
-        trace = shell.trace_for(text, model=key)
+for side, column, key in zip(("left", "right"), (left, right), models, strict=True):
+    try:  # each side says it is loading (a slow model must not leave a blank column)
+        with column, st.spinner(f"Loading {CATALOG_BY_KEY[key].label.split(' · ')[0]} and reading the text…"):
+            trace = shell.trace_for(text, model=key)
     except AtlasError as err:
         column.error(str(err))
         continue
@@ -45,7 +46,7 @@ for column, key in zip((left, right), models, strict=True):
             f"{trace.model_name}: {stack_name}, {stack.n_layers} layers × {stack.n_heads} heads, "
             f"{'causal (sees only the past)' if stack.causal else 'bidirectional (sees both sides)'}"
         )
-        shell.heatmap(view, f"layer {layer}, mean over heads (special tokens hidden)", key=f"compare_{key}")
+        shell.heatmap(view, f"layer {layer}, mean over heads (special tokens hidden)", key=f"compare_map_{side}")
     stats = shell.cached_head_stats(trace, stack_name)
     rel = np.linspace(0, 1, stack.n_layers)
     for name, values in (
@@ -53,7 +54,8 @@ for column, key in zip((left, right), models, strict=True):
         ("to first token", stats.to_first),
         ("to previous token", stats.to_previous),
     ):
-        curves += [(trace.model_name, name, float(r), float(v)) for r, v in zip(rel, values.mean(1), strict=True)]
+        label = f"{trace.model_name} ({side})"  # the same model may sit on both sides
+        curves += [(label, name, float(r), float(v)) for r, v in zip(rel, values.mean(1), strict=True)]
 
 if curves:
     frame = pd.DataFrame(curves, columns=["model", "statistic", "depth", "value"])

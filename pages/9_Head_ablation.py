@@ -22,6 +22,7 @@ picked = st.multiselect(
     choices,
     format_func=label,
     key="ablate_heads",
+    select_all=False,  # one click on "Select all" switched off all 270 of SmolLM2's heads
 )
 if not picked:
     st.info("Pick one or more heads. The model then runs once more on the same input without them.")

@@ -119,3 +119,12 @@ def test_hand_edited_url_cannot_break_a_page(page):
     )
     at = run_page(page, model="minilm", text="time flies like an arrow", **junk)
     assert problems(at) == []
+
+
+def test_first_page_says_what_it_shows_and_points_to_the_guided_walk():
+    at = run_page(model="minilm", text="The cat sat on the mat.")
+    assert problems(at) == []
+    assert any("attention head" in m.value for m in at.markdown)
+    links = {link.proto.label: link.proto.page for link in at.get("page_link")}
+    guide = next(page for label, page in links.items() if label.startswith("New to attention?"))
+    assert guide.endswith("Guided_walk")  # (the sidebar's own link to it is labelled differently)

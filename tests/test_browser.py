@@ -104,11 +104,23 @@ def test_user_text_is_never_executed(chromium, app_url):
 
 
 def test_model_view_click_opens_that_head(chromium, app_url):
+    """Each click opens exactly the clicked head: the sliders and the opened map's title say so.
+
+    (A test that waited for the text "Layer 2, head 7" passed while every click opened layer 0,
+    head 1: Playwright's text= match is case-insensitive and found the hover label.)"""
     page = open_page(chromium, f"{app_url}/Model_view?model=minilm&text=time+flies+like+an+arrow")
     page.wait_for_selector(".js-plotly-plot .scatterlayer .point", timeout=120_000)
-    # markers are laid out layer by layer: index 2 * 12 + 7 is layer 2, head 7
-    page.locator(".js-plotly-plot .scatterlayer .point").nth(2 * 12 + 7).click(force=True)
-    page.wait_for_selector("text=Layer 2, head 7", timeout=60_000)
+    for layer, head in ((4, 9), (1, 3), (5, 0)):
+        # markers are laid out layer by layer, 12 heads each
+        page.locator(".js-plotly-plot .scatterlayer .point").nth(layer * 12 + head).click(force=True)
+        page.wait_for_function(  # the opened head's map is the last figure on the page
+            "want => { const t = document.querySelectorAll('.js-plotly-plot .gtitle');"
+            " return t.length > 0 && t[t.length - 1].textContent === want; }",
+            arg=f"Layer {layer}, head {head}",
+            timeout=60_000,
+        )
+        layer_slider, head_slider = page.locator('input[aria-label="Layer"]'), page.locator('input[aria-label="Head"]')
+        assert (layer_slider.input_value(), head_slider.input_value()) == (str(layer), str(head))
     assert page.external == []
 
 

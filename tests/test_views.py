@@ -244,7 +244,12 @@ def test_every_view_renders(page, model, tiny_dirs):
         page, model=key, text="the cat sat on the mat", target="la voiture rouge" if model == "marian" else ""
     )
     assert problems(at) == []
-    if page.endswith("Head_ablation.py"):  # asks which heads to switch off (tested with heads below)
+    needs_other_model = (page.endswith("Alignment.py") and model == "minilm") or (
+        page.endswith("Guided_walk.py") and model != "marian"
+    )
+    if needs_other_model:  # says why and offers the offline dates model
+        assert at.info and at.button(key="offer_model")
+    elif page.endswith("Head_ablation.py"):  # asks which heads to switch off (tested with heads below)
         assert at.info
     else:
         assert at.get("plotly_chart") or at.get("iframe")
@@ -259,11 +264,27 @@ def test_neuron_page_numbers_are_the_models(minilm):
     np.testing.assert_allclose(decode(bars["data"][0]["y"]), reference[0, 8, 2], atol=1e-6)
 
 
-def test_alignment_page_opens_on_an_encoder_decoder():
-    at = run_page("pages/4_Alignment.py", model="minilm", text="The cat sat on the mat.")
+@pytest.mark.parametrize("page, example", [("pages/4_Alignment.py", 0), ("pages/10_Guided_walk.py", 1)])
+def test_pages_that_need_an_encoder_decoder_offer_one_and_never_take_the_sidebar(page, example):
+    """Reproduction (issue 9): type a sentence, visit the page, go back: model and text must be yours."""
+    from viz.models import CATALOG_BY_KEY
+
+    at = run_page("app.py", model="minilm", text="My lecture example.")
+    at.switch_page(page).run()
+    assert problems(at) == [] and any("encoder" in i.value for i in at.info)
+    assert at.selectbox(key="model_choice").value == "minilm"
+    assert at.text_area(key="text").value == "My lecture example."
+    at.switch_page("app.py").run()
+    assert at.selectbox(key="model_choice").value == "minilm"
+    assert at.text_area(key="text").value == "My lecture example."
+    assert at.query_params["model"] == "minilm" and at.query_params["text"] == "My lecture example."
+
+    at.switch_page(page).run()
+    at.button(key="offer_model").click().run()  # the switch happens when asked for, and only then
     assert problems(at) == []
     assert at.selectbox(key="model_choice").value == "dates"
-    assert any("switched" in i.value for i in at.info)
+    assert at.text_area(key="text").value == CATALOG_BY_KEY["dates"].examples[example]
+    assert at.get("plotly_chart")
 
 
 def test_custom_target_forces_the_decoder(tiny_dirs):
@@ -405,11 +426,23 @@ def test_encoder_vs_decoder_curves_are_the_models_statistics(minilm):
     at = run_page("pages/8_Encoder_vs_decoder.py", model="minilm", text=text)
     assert problems(at) == []
     entropy = next(s for s in plotly_specs(at) if s["layout"].get("title", {}).get("text") == "entropy")
-    minilm_line = next(trace for trace in entropy["data"] if trace["name"] == "all-MiniLM-L6-v2")
+    minilm_line = next(trace for trace in entropy["data"] if trace["name"] == "all-MiniLM-L6-v2 (left)")
     stack = build_trace(minilm, text).stacks["encoder"]
     np.testing.assert_allclose(decode(minilm_line["y"]), head_stats(stack).entropy.mean(1))
     heatmaps = [s for s in plotly_specs(at) if s["data"][0]["type"] == "heatmap"]
     assert len(heatmaps) == 2 and np.isnan(decode(heatmaps[1]["data"][0]["z"])[0, 1:]).all()  # decoder: causal
+
+
+def test_encoder_vs_decoder_with_the_same_model_on_both_sides():
+    """Issue 9: the same model left and right raised StreamlitDuplicateElementKey."""
+    at = run_page("pages/8_Encoder_vs_decoder.py", model="minilm", text="The cat sat on the mat.")
+    at.selectbox(key="compare_right").set_value("minilm").run()
+    assert problems(at) == []
+    heatmaps = [s for s in plotly_specs(at) if s["data"][0]["type"] == "heatmap"]
+    assert len(heatmaps) == 2
+    np.testing.assert_array_equal(decode(heatmaps[0]["data"][0]["z"]), decode(heatmaps[1]["data"][0]["z"]))
+    entropy = next(s for s in plotly_specs(at) if s["layout"].get("title", {}).get("text") == "entropy")
+    assert [line["name"] for line in entropy["data"]] == ["all-MiniLM-L6-v2 (left)", "all-MiniLM-L6-v2 (right)"]
 
 
 @pytest.mark.parametrize("model", ["smollm2", "minilm"])
@@ -433,9 +466,8 @@ def test_head_ablation_page_shows_the_change(model):
 
 
 def test_guided_walk_uses_the_models_numbers():
-    at = run_page("pages/10_Guided_walk.py", model="minilm", text="hello")  # opens on the dates model
+    at = run_page("pages/10_Guided_walk.py", model="dates", text="the 3rd of march 1999")
     assert problems(at) == []
-    assert at.selectbox(key="model_choice").value == "dates"
     at.select_slider(key="walk_step").set_value(2).run()  # the step that writes the month
     assert problems(at) == []
     loaded = load_model("dates")
@@ -453,3 +485,33 @@ def test_guided_walk_uses_the_models_numbers():
     np.testing.assert_allclose(used, cross[-1, 0, 2], atol=1e-5)
     source = list(trace.tokens["source"].display)
     assert source[int(cross[:, :, 2].mean((0, 1)).argmax())] == "march"  # month written from "march"
+
+
+# ------------------------------------------------------------------ defaults that serve the lesson (issue 9)
+def test_neuron_view_opens_a_decoder_on_its_last_token():
+    """A decoder's first token can only attend to itself: a one-hot lesson. Open on the last one."""
+    at = run_page("pages/3_Neuron_view.py", model="smollm2", text="The capital of France is")
+    assert problems(at) == []
+    assert at.select_slider(key="query").value == 4  # 5 tokens: the last one sees them all
+    at = run_page("pages/3_Neuron_view.py", model="smollm2", text="The capital of France is", query=1)
+    assert at.select_slider(key="query").value == 1  # a URL's choice still wins
+
+
+def test_guided_walk_opens_on_a_step_where_scaling_matters():
+    at = run_page("pages/10_Guided_walk.py", model="dates", text="the 3rd of march 1999")
+    assert problems(at) == []
+    assert at.select_slider(key="walk_step").value > 0  # step 0: scaled and unscaled were both one-hot
+    bars = {
+        s["layout"]["title"]["text"]: decode(s["data"][0]["y"])
+        for s in plotly_specs(at)
+        if s["data"][0]["type"] == "bar"
+    }
+    scaled = next(v for k, v in bars.items() if k.startswith("what the model uses"))
+    assert np.abs(bars["softmax(q·k): without scaling"] - scaled).sum() > 0.3  # scaling visibly changes the weights
+
+
+def test_head_ablation_offers_no_select_all():
+    """One click on multiselect's "Select all" switched off all 270 heads of SmolLM2."""
+    at = run_page("pages/9_Head_ablation.py", model="minilm", text="The cat sat on the mat.")
+    assert problems(at) == []
+    assert at.multiselect(key="ablate_heads").proto.select_all == 0

@@ -106,6 +106,15 @@ def attention_heatmap(
     return fig
 
 
+def clicked_layer_head(point: dict) -> tuple[int, int]:
+    """(layer, head) of a clicked mosaic marker. Streamlit hands a point's customdata over as a dict
+    with string keys ({"0": layer, "1": head}), not a list: read it by index, never by iteration."""
+    data = point["customdata"]
+    if isinstance(data, dict):
+        data = [data[key] for key in sorted(data, key=int)]
+    return int(data[0]), int(data[1])
+
+
 def mosaic_figure(png: bytes, width: int, height: int, cell: int, layers: int, heads: int, gap: int) -> go.Figure:
     """The layers × heads image with one invisible marker per head, so a click selects that head.
 
