@@ -53,7 +53,9 @@ def main() -> None:
                 rss_gb=round(rss() / 2**30, 2),
                 peak_rss_so_far_gb=round(overall.peak / 2**30, 2),
                 problems=[p[:200] for p in problems(at)],
-                tokens_shown=captions[0].split("·")[-3].strip() if captions else None,
+                tokens_shown=next((part.strip() for part in captions[0].split("·") if "tokens (limit" in part), None)
+                if captions
+                else None,
             )
             print(page, report["pages"][page], flush=True)
     report["peak_rss_increase_gb"] = round(overall.increase / 2**30, 2)

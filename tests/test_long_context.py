@@ -165,3 +165,48 @@ def test_trace_cache_budget_and_sizes_shown(monkeypatch):
         assert shell.trace_cache().budget == 2**29
     finally:
         shell.trace_cache.clear()
+
+
+def test_a_prompt_that_fills_the_cap_generates_nothing_and_says_so(long_llama):
+    """Alignment on a decoder at the cap raised 'max_new_tokens must be greater than 0'."""
+    from viz.alignment import alignment
+    from viz.errors import AtlasError
+
+    _, loaded = long_llama
+    trace = build_trace(loaded, TEXT, max_tokens=TOKENS, continuation=8)
+    assert trace.prompt_length == len(trace.tokens["source"]) == TOKENS
+    with pytest.raises(AtlasError, match="length cap is full"):
+        alignment(trace)
+
+
+def test_block_wise_surprisal_and_kl_equal_the_whole_computation(long_llama, monkeypatch):
+    """[T, vocabulary] float64 softmaxes are taken a block of positions at a time: same numbers."""
+    from viz import ablation, predictions
+    from viz.predictions import softmax
+
+    _, loaded = long_llama
+    trace = build_trace(loaded, TEXT, max_tokens=300)
+    ablated = build_trace(loaded, TEXT, max_tokens=300, ablate=(("decoder", 1, 2),))
+    logits, ids = trace.outputs["logits"], trace.tokens["source"].ids
+    probs = softmax(logits[:-1])
+    p = probs[np.arange(len(ids) - 1), ids[1:]]
+    q = softmax(ablated.outputs["logits"])
+    kl = (softmax(logits) * (np.log2(softmax(logits)) - np.log2(q))).sum(-1)
+    monkeypatch.setattr(predictions, "ROWS_AT_ONCE", 7)
+    monkeypatch.setattr(ablation, "ROWS_AT_ONCE", 7)
+    s = predictions.surprisal(trace)
+    np.testing.assert_allclose(s.probability, p, rtol=1e-12)
+    np.testing.assert_array_equal(s.rank, (probs > p[:, None]).sum(1) + 1)
+    np.testing.assert_allclose(ablation.kl_divergence(logits, ablated.outputs["logits"]), kl, rtol=1e-9, atol=1e-12)
+
+
+def test_pca_axes_are_the_principal_components():
+    from viz.hidden import pca_2d
+
+    hidden = np.random.default_rng(0).normal(size=(4, 50, 16)) * np.linspace(3, 0.1, 16)
+    projection = pca_2d(hidden)
+    flat = hidden.reshape(-1, 16) - hidden.reshape(-1, 16).mean(0)
+    _, singular, vt = np.linalg.svd(flat, full_matrices=False)
+    reference = (flat @ vt[:2].T).reshape(4, 50, 2)
+    np.testing.assert_allclose(np.abs(projection.coords), np.abs(reference), atol=1e-9)  # axes up to sign
+    np.testing.assert_allclose(projection.explained, (singular[:2] ** 2 / (singular**2).sum()), atol=1e-12)

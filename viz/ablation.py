@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from viz.predictions import softmax
+from viz.predictions import ROWS_AT_ONCE, softmax
 
 
 def kl_divergence(logits: np.ndarray, ablated_logits: np.ndarray) -> np.ndarray:
-    """KL(p ‖ p_ablated) in bits along the last axis: per position for LM heads, one value for classifiers."""
+    """KL(p ‖ p_ablated) in bits along the last axis: per position for LM heads, one value for classifiers.
+    Long inputs go a block of positions at a time (two [T, vocabulary] float64 softmaxes would be GBs)."""
+    if logits.ndim == 2 and len(logits) > ROWS_AT_ONCE:
+        return np.concatenate(
+            [
+                kl_divergence(logits[i : i + ROWS_AT_ONCE], ablated_logits[i : i + ROWS_AT_ONCE])
+                for i in range(0, len(logits), ROWS_AT_ONCE)
+            ]
+        )
     p, q = softmax(logits), softmax(ablated_logits)
     return (p * (np.log2(np.maximum(p, 1e-300)) - np.log2(np.maximum(q, 1e-300)))).sum(-1)
 

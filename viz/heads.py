@@ -41,11 +41,12 @@ def head_stats(stack: AttentionStack, progress: Callable[[float], None] | None =
     t = stack.n_queries
     for layer in range(stack.n_layers):
         for start, stop, scores, lse in stack.row_blocks(layer):
-            w = (scores - lse).exp().cpu()  # [heads, rows, keys'] (sums are taken in float64 below)
+            log_w = (scores - lse).clamp_min_(-1e30).cpu()  # log weights; masked keys: huge negative, not -inf
+            w = log_w.exp()  # [heads, rows, keys'] (sums are taken in float64 below)
             rows = torch.arange(start, stop, dtype=w.dtype)[:, None]
             cols = torch.arange(w.shape[-1], dtype=w.dtype)[None, :]
             visible = torch.isfinite(scores[0]).sum(-1).cpu().to(w.dtype)  # [rows]
-            plogp = torch.special.xlogy(w, w).sum(-1)
+            plogp = (w * log_w).sum(-1)  # Σ w log w without taking a log: log w is already at hand
             choice = visible > 1
             sums["entropy"][layer] += (-plogp[:, choice] / visible[choice].log()).sum(-1).numpy()
             rows_with_choice[layer] += int(choice.sum())

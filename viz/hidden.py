@@ -31,9 +31,14 @@ def pca_2d(hidden: np.ndarray) -> Projection:
     """One PCA fitted on the token vectors of all layers together, then applied to each layer."""
     flat = hidden.reshape(-1, hidden.shape[-1]).astype(np.float64)
     centred = flat - flat.mean(axis=0)
-    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
-    coords = (centred @ vt[:2].T).reshape(*hidden.shape[:2], 2)
-    variance = singular**2 / max((singular**2).sum(), 1e-12)
+    # The d × d covariance's eigenvectors are the principal axes: cheap at 31 layers × 4,096 tokens,
+    # where a full SVD would also build a (layers·T) × d matrix of left singular vectors.
+    eigenvalues, eigenvectors = np.linalg.eigh(centred.T @ centred)
+    order = np.argsort(eigenvalues)[::-1]
+    axes = eigenvectors[:, order[:2]]
+    axes *= np.where(axes[np.abs(axes).argmax(axis=0), [0, 1]] < 0, -1, 1)  # a fixed sign per axis
+    coords = (centred @ axes).reshape(*hidden.shape[:2], 2)
+    variance = np.clip(eigenvalues[order], 0, None) / max(np.clip(eigenvalues, 0, None).sum(), 1e-12)
     pad = lambda lo, hi: (lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))  # noqa: E731
     return Projection(
         coords,

@@ -79,13 +79,19 @@ class Surprisal:
     bits: np.ndarray  # [T-1]: -log2 p
 
 
+ROWS_AT_ONCE = 256  # positions × vocabulary in float64 at a time (4,096 × 49,152 at once would be 1.6 GB a copy)
+
+
 def surprisal(trace: Trace) -> Surprisal:
     """How expected each actual next token was (position i's logits predict token i+1)."""
     logits = trace.outputs["logits"][:-1]
     actual = trace.tokens["source"].ids[1:]
-    probs = softmax(logits)
-    p = probs[np.arange(len(actual)), actual]
-    rank = (probs > p[:, None]).sum(axis=1) + 1
+    p, rank = np.empty(len(actual)), np.empty(len(actual), dtype=int)
+    for start in range(0, len(actual), ROWS_AT_ONCE):
+        rows = slice(start, start + ROWS_AT_ONCE)
+        probs = softmax(logits[rows])
+        p[rows] = probs[np.arange(len(probs)), actual[rows]]
+        rank[rows] = (probs > p[rows, None]).sum(axis=1) + 1
     return Surprisal(np.arange(1, len(actual) + 1), p, rank, -np.log2(np.maximum(p, 1e-300)))
 
 

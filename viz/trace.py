@@ -290,9 +290,9 @@ def _encode(loaded: LoadedModel, text: str, limit: int, question: str | None, ch
 def _extend(loaded: LoadedModel, inputs: _Inputs, limit: int, continuation: int, target_text: str | None) -> None:
     """Generate what the single pass should also read: a decoder's continuation, an encoder-decoder's target."""
     model, tokenizer = loaded.model, loaded.tokenizer
-    if continuation and loaded.family == DECODER and loaded.head.name == "causal-lm":
+    room = max(0, limit - inputs.prompt_length)  # a prompt that fills the cap leaves nothing to generate
+    if continuation and room and loaded.family == DECODER and loaded.head.name == "causal-lm":
         t0 = time.perf_counter()
-        room = max(0, limit - inputs.prompt_length)
         generated = model.generate(**inputs.enc, max_new_tokens=min(continuation, room), do_sample=False, num_beams=1)
         inputs.timings["generate"] = (time.perf_counter() - t0) * 1000
         inputs.tokens["source"] = token_seq(tokenizer, generated[0].tolist())
