@@ -7,6 +7,7 @@ local model ("path:<dir>").
 from __future__ import annotations
 
 import copy
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -122,17 +123,18 @@ def build_tiny(name: str, directory: Path, head: str | None = None, **config_ove
 
 
 # ---------------------------------------------------------------- the reference every on-demand map is held to
-_EAGER: dict[int, torch.nn.Module] = {}
+# Keyed by the model object (weakly): an id() key was reused by a later model once the first was freed.
+_EAGER: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def eager_attentions(loaded, trace) -> dict[str, np.ndarray]:
     """The model's own attention weights for the trace's tokens, from an eager copy of the model run
     with `output_attentions=True`: {"encoder" | "decoder" | "cross": [layers, heads, Tq, Tk]}."""
-    if id(loaded.model) not in _EAGER:
+    if loaded.model not in _EAGER:
         eager = copy.deepcopy(loaded.model)
         eager.set_attn_implementation("eager")
-        _EAGER[id(loaded.model)] = eager
-    model = _EAGER[id(loaded.model)]
+        _EAGER[loaded.model] = eager
+    model = _EAGER[loaded.model]
     kwargs = {"input_ids": torch.tensor([trace.tokens["source"].ids.tolist()], device=loaded.device)}
     if "decoder_input" in trace.tokens:
         kwargs["decoder_input_ids"] = torch.tensor([trace.tokens["decoder_input"].ids.tolist()], device=loaded.device)
