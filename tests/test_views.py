@@ -229,7 +229,7 @@ def test_overview_is_max_pooled_and_zoom_keeps_full_resolution():
     overview = pool_view(view, 512)
     assert overview.pooled == 3 and overview.weights.shape == (434, 434)
     assert overview.weights[700 // 3, 1] == 1.0 and overview.weights.sum() == 1.0
-    assert overview.row_positions[233] == 699 and overview.row_labels[233] == "t699 … t701"
+    assert overview.row_positions[233] == 699 and overview.row_labels[233] == "t699…"
     zoomed = pool_view(crop_view(view, (600, 900), (0, 400)), 512)
     assert zoomed.pooled == 1 and zoomed.weights.shape == (301, 401)
     assert zoomed.row_positions[0] == 600 and zoomed.weights[100, 3] == 1.0

@@ -19,13 +19,14 @@ def plotly_text(labels: Sequence[str]) -> list[str]:
 
 
 MAX_TICK_LABELS = 80  # per axis: the browser spends ~13 ms laying out each one (512 + 512 labels: 13 s)
+MAX_KEY_TICKS = 24  # rotated key labels above a half-width map: more than this pile into each other
 
 
-def _axis(labels: Sequence[str], positions: Sequence[int] | None = None) -> dict:
+def _axis(labels: Sequence[str], positions: Sequence[int] | None = None, most: int = MAX_TICK_LABELS) -> dict:
     """Token positions with tick text (a category axis would merge repeated tokens); on long
     inputs every k-th token is labelled so the figure still draws in about a second."""
     positions = list(range(len(labels))) if positions is None else list(positions)
-    step = -(-len(labels) // MAX_TICK_LABELS) if labels else 1
+    step = -(-len(labels) // most) if labels else 1
     shown = range(0, len(labels), step)
     text = plotly_text(labels)
     return dict(
@@ -97,7 +98,7 @@ def attention_heatmap(
     size = max(320, min(900, 22 * max(n_rows, n_cols) + 140))
     fig.update_layout(
         title=dict(text=title, font=dict(size=14)),
-        xaxis=dict(_axis(col_labels, x), side="top", tickangle=-60, title="attended to (key)"),
+        xaxis=dict(_axis(col_labels, x, MAX_KEY_TICKS), side="top", tickangle=-60, title="attended to (key)"),
         yaxis=dict(_axis(row_labels, y), autorange="reversed", title="attending (query)"),
         height=size,
         margin=dict(l=10, r=10, t=110, b=10),

@@ -198,7 +198,7 @@ def pool_view(view: MatrixView, max_cells: int = OVERVIEW_CELLS) -> MatrixView:
     """Max-pool a large view down to at most `max_cells` a side, so a sharp head stays visible.
 
     Each cell takes the largest weight of its block (a mean would wash a one-token spike out);
-    a cell is masked only when its whole block is. Labels name the block's first and last token."""
+    a cell is masked only when its whole block is. Labels name the block's first token ("the…")."""
     n_rows, n_cols = view.weights.shape
     factor = max(1, -(-max(n_rows, n_cols) // max_cells))
     if factor == 1:
@@ -215,7 +215,7 @@ def pool_view(view: MatrixView, max_cells: int = OVERVIEW_CELLS) -> MatrixView:
     def blocks(labels: list[str], groups: list[list[int]], starts: np.ndarray):
         ends = [*starts[1:], len(groups)]
         return (
-            [f"{labels[a]} … {labels[b - 1]}" if b - a > 1 else labels[a] for a, b in zip(starts, ends, strict=True)],
+            [f"{labels[a]}…" if b - a > 1 else labels[a] for a, b in zip(starts, ends, strict=True)],
             [[p for g in groups[a:b] for p in g] for a, b in zip(starts, ends, strict=True)],
         )
 
