@@ -93,7 +93,8 @@ class AttentionStack:
 
     @property
     def causal(self) -> bool:
-        return any(r.mask.causal or r.mask.explicit is not None for r in self.layers)
+        """A decoder's self-attention: no query sees a later key."""
+        return any(r.mask.causal for r in self.layers)
 
     @property
     def nbytes(self) -> int:
