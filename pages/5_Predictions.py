@@ -92,7 +92,7 @@ def show_causal(trace, loaded):
             _loaded=loaded,
             _text=trace.text,
         )
-        st.markdown(f"{shell.literal(trace.text)}**{shell.literal(text)}**")
+        st.markdown(shell.literal(trace.text) + shell.literal_bold(text))
 
 
 def show_seq2seq(trace, loaded):

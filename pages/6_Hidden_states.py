@@ -71,9 +71,11 @@ lens_tokens = lens_tokens.slice(start, start + LENS_WINDOW)
 decode = np.vectorize(lambda i: loaded.tokenizer.decode([int(i)]).strip() or "␣")
 top1 = decode(lens.top_ids[..., 0])
 hover = np.empty(top1.shape, dtype=object)
-for (la, t), _ in np.ndenumerate(top1):
-    hover[la, t] = f"layer {la} · after “{lens_tokens.display[t]}”<br>" + "<br>".join(
-        f"{decode(i)}: {p:.3f}" for i, p in zip(lens.top_ids[la, t], lens.top_probs[la, t], strict=True)
+for (la, t), _ in np.ndenumerate(top1):  # tokens escaped one by one; the <br> between them is ours
+    after = figures.plotly_text([lens_tokens.display[t]])[0]
+    hover[la, t] = f"layer {la} · after “{after}”<br>" + "<br>".join(
+        f"{figures.plotly_text([decode(i)])[0]}: {p:.3f}"
+        for i, p in zip(lens.top_ids[la, t], lens.top_probs[la, t], strict=True)
     )
 st.plotly_chart(
     figures.layer_token_heatmap(
@@ -82,7 +84,7 @@ st.plotly_chart(
         "top-1 prediction at each layer (colour = its probability)",
         "Blues",
         top1,
-        np.vectorize(lambda s: s.replace("<", "&lt;").replace(">", "&gt;"))(hover),
+        hover,
         0,
         1,
     ),

@@ -5,7 +5,7 @@ import pytest
 import transformers
 from transformers import pipeline
 
-from tests.apptest import problems, run_page
+from tests.apptest import plotly_specs, problems, run_page
 from tests.tiny import TINY, build_tiny
 from viz import predictions as P
 from viz.lens import logit_lens
@@ -168,3 +168,35 @@ def test_prediction_pages_render_for_every_head(page, kind, heads, tiny_dirs):
     at = run_page(page, model=model, text="the cat sat on the <mask> mat", question="where was the cat ?")
     assert problems(at) == []
     assert at.get("plotly_chart") or at.get("dataframe")
+
+
+def test_continuation_is_bold_not_literal_asterisks():
+    """Issue 9: the continuation " Paris." was wrapped as ** Paris.** -- CommonMark ignores ** next to a
+    space, so the page showed the asterisks. Rendered here with a CommonMark parser."""
+    from markdown_it import MarkdownIt
+
+    at = run_page("pages/5_Predictions.py", model="smollm2", text="The capital of France is")
+    assert problems(at) == []
+    shown = next(m.value for m in at.markdown if "France is" in m.value)
+    html = MarkdownIt("commonmark").render(shown)
+    assert "<strong>Paris" in html and "**" not in html
+
+
+def test_literal_bold_keeps_marks_literal_and_bold_per_line():
+    from markdown_it import MarkdownIt
+
+    from ui.shell import literal_bold
+
+    html = MarkdownIt("commonmark").render("x" + literal_bold(" *a* [b](c)\n  two lines "))
+    assert "<strong>*a* [b](c)</strong>" in html and "<strong>two lines</strong>" in html
+    assert "<a " not in html and "<em>" not in html
+
+
+def test_logit_lens_hover_breaks_lines_and_escapes_tokens():
+    """Issue 9: the hover showed a literal <br> (the whole string was escaped after joining)."""
+    at = run_page("pages/6_Hidden_states.py", model="smollm2", text="The capital of France is")
+    assert problems(at) == []
+    lens = next(s for s in plotly_specs(at) if "top-1 prediction" in s["layout"]["title"]["text"])
+    hover = [h for row in lens["data"][0]["customdata"] for h in row]
+    assert all("<br>" in h and "&lt;br&gt;" not in h for h in hover)
+    assert all("<" not in h.replace("<br>", "") for h in hover)  # token text can't open a tag

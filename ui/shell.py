@@ -117,6 +117,17 @@ def literal(text: str) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~])", r"\\\1", text).replace("\n", "  \n")
 
 
+def literal_bold(text: str) -> str:
+    """User or model text in bold, shown literally. CommonMark ignores ** next to a space and bold
+    does not cross lines, so each line's non-space part is wrapped on its own (" Paris" -> " **Paris**")."""
+    lines = []
+    for line in text.split("\n"):
+        core = line.strip()
+        lead, trail = (" " if line[:1].isspace() else ""), (" " if line[-1:].isspace() else "")
+        lines.append(f"{lead}**{literal(core)}**{trail}" if core else "")
+    return "  \n".join(lines)
+
+
 def remember(*keys: str) -> None:
     """Write these widget values into the URL."""
     for key in keys:
