@@ -19,6 +19,7 @@ continuation = 0
 if entry is not None and entry.family == DECODER:
     shell.clamp("continuation", 1, 64, 16)
     continuation = st.slider("Tokens to generate after the prompt", 1, 64, 16, key="continuation")
+    shell.remember("continuation")
 trace = shell.current_trace(continuation=continuation)
 try:
     align = alignment(trace)

@@ -14,6 +14,7 @@ shell.page_setup("Hidden states & logit lens")
 trace = shell.current_trace()
 loaded = shell.current_model()
 names = list(trace.hidden_states)
+shell.keep_choice("hidden_stack", names)
 stack = st.radio("Stack", names, horizontal=True, key="hidden_stack") if len(names) > 1 else names[0]
 hidden = trace.hidden_states[stack]
 tokens = trace.tokens["source" if stack == "encoder" or "cross" not in trace.stacks else "decoder_input"]
@@ -35,6 +36,7 @@ right.plotly_chart(
 projection = pca_2d(hidden)
 shell.clamp("pca_layer", 0, len(hidden) - 1)
 layer = st.slider("PCA: layer", 0, len(hidden) - 1, len(hidden) - 1, key="pca_layer")
+shell.remember("hidden_stack", "pca_layer")
 st.plotly_chart(
     figures.token_scatter(
         projection.coords[layer],
@@ -66,6 +68,7 @@ if len(lens_tokens) > LENS_WINDOW:  # each position costs a full vocabulary proj
         help="Long texts are read a "
         "window at a time: every position costs one projection onto the whole vocabulary per layer.",
     )
+    shell.remember("lens_start")
 lens = shell.cached_lens(trace.identity, start, start + LENS_WINDOW, _loaded=loaded, _trace=trace)
 lens_tokens = lens_tokens.slice(start, start + LENS_WINDOW)
 decode = np.vectorize(lambda i: loaded.tokenizer.decode([int(i)]).strip() or "␣")

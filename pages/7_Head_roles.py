@@ -21,6 +21,7 @@ STATISTICS = {
 shell.page_setup("Head roles & rollout")
 trace = shell.current_trace()
 names = [name for name in trace.stacks if name != "cross"]  # roles and rollout need self-attention
+shell.keep_choice("roles_stack", names)
 stack_name = st.radio("Stack", names, horizontal=True, key="roles_stack") if len(names) > 1 else names[0]
 stack = trace.stacks[stack_name]
 stats = shell.cached_head_stats(trace, stack_name)
@@ -31,7 +32,9 @@ st.caption(
     f"goes (previous token, first token, itself), 'broad' when its rows are ≥ {BROAD_ENTROPY:.0%} of maximal "
     "entropy, else 'mixed'. Averaged over this text's tokens: try longer texts before trusting a label."
 )
+shell.keep_choice("role_statistic", STATISTICS)
 statistic = st.selectbox("Colour by", list(STATISTICS), format_func=STATISTICS.get, key="role_statistic")
+shell.remember("roles_stack", "role_statistic")
 values = getattr(stats, statistic)
 st.plotly_chart(
     figures.layer_token_heatmap(
@@ -59,6 +62,7 @@ st.caption(
 )
 shell.clamp("rollout_layer", 0, stack.n_layers - 1)
 layer = st.slider("After layer", 0, stack.n_layers - 1, stack.n_layers - 1, key="rollout_layer")
+shell.remember("rollout_layer")
 tokens = trace.tokens[stack.queries_from]
 options = shell.token_options()
 try:

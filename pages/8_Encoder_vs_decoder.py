@@ -23,9 +23,12 @@ models = [
         "Right", keys, index=keys.index("smollm2"), format_func=lambda k: CATALOG_BY_KEY[k].label, key="compare_right"
     ),
 ]
+if not 0.0 <= st.session_state.get("compare_depth", 0.0) <= 1.0:  # a hand-edited URL
+    del st.session_state["compare_depth"]
 depth = st.slider(
     "Depth (0 = first layer, 1 = last): layers are matched by relative depth", 0.0, 1.0, 0.0, 0.05, key="compare_depth"
 )
+shell.remember("compare_left", "compare_right", "compare_depth")
 options = TokenOptions(hide_special=True)
 
 curves = []

@@ -24,6 +24,7 @@ picked = st.multiselect(
     key="ablate_heads",
     select_all=False,  # one click on "Select all" switched off all 270 of SmolLM2's heads
 )
+shell.remember("ablate_heads")
 if not picked:
     st.info("Pick one or more heads. The model then runs once more on the same input without them.")
     st.stop()

@@ -128,3 +128,68 @@ def test_first_page_says_what_it_shows_and_points_to_the_guided_walk():
     links = {link.proto.label: link.proto.page for link in at.get("page_link")}
     guide = next(page for label, page in links.items() if label.startswith("New to attention?"))
     assert guide.endswith("Guided_walk")  # (the sidebar's own link to it is labelled differently)
+
+
+# ------------------------------------------------------------------ the URL holds the whole view (issue 9, 8)
+def _reopened(at, page):
+    """A fresh session opened on the URL the first one wrote."""
+    return run_page(page, **dict(at.query_params))
+
+
+def test_url_round_trip_hidden_states_and_head_roles():
+    at = run_page("pages/6_Hidden_states.py", model="dates", text="the 3rd of march 1999")
+    at.radio(key="hidden_stack").set_value("decoder").run()
+    at.slider(key="pca_layer").set_value(1).run()
+    again = _reopened(at, "pages/6_Hidden_states.py")
+    assert problems(again) == []
+    assert (again.radio(key="hidden_stack").value, again.slider(key="pca_layer").value) == ("decoder", 1)
+
+    at = run_page("pages/7_Head_roles.py", model="dates", text="the 3rd of march 1999")
+    at.radio(key="roles_stack").set_value("decoder").run()
+    at.selectbox(key="role_statistic").set_value("entropy").run()
+    at.slider(key="rollout_layer").set_value(0).run()
+    again = _reopened(at, "pages/7_Head_roles.py")
+    assert problems(again) == []
+    assert again.radio(key="roles_stack").value == "decoder"
+    assert again.selectbox(key="role_statistic").value == "entropy"
+    assert again.slider(key="rollout_layer").value == 0
+
+
+def test_url_round_trip_alignment_comparison_and_ablation():
+    at = run_page("pages/4_Alignment.py", model="smollm2", text="The capital of France is")
+    at.slider(key="continuation").set_value(5).run()
+    assert _reopened(at, "pages/4_Alignment.py").slider(key="continuation").value == 5
+
+    at = run_page("pages/8_Encoder_vs_decoder.py", model="minilm", text="The cat sat on the mat.")
+    at.selectbox(key="compare_left").set_value("dates").run()
+    at.selectbox(key="compare_right").set_value("minilm").run()
+    at.slider(key="compare_depth").set_value(0.5).run()
+    again = _reopened(at, "pages/8_Encoder_vs_decoder.py")
+    assert problems(again) == []
+    assert (again.selectbox(key="compare_left").value, again.selectbox(key="compare_right").value) == (
+        "dates",
+        "minilm",
+    )
+    assert again.slider(key="compare_depth").value == 0.5
+
+    at = run_page("pages/9_Head_ablation.py", model="minilm", text="The cat sat on the mat.")
+    at.multiselect(key="ablate_heads").select(("encoder", 0, 1)).select(("encoder", 2, 3)).run()
+    again = _reopened(at, "pages/9_Head_ablation.py")
+    assert problems(again) == []
+    assert again.multiselect(key="ablate_heads").value == [("encoder", 0, 1), ("encoder", 2, 3)]
+
+
+@pytest.mark.parametrize(
+    "page, params",
+    [  # issue 10's reproductions: unknown keys overwrote widget keys and pages raised
+        ("app.py", dict(model="minilm", text="hi", npz="1")),
+        ("pages/1_Model_view.py", dict(model="minilm", text="hi", grid="x")),
+        ("pages/5_Predictions.py", dict(model="smollm2", text="Hello", seed="1")),
+        ("pages/8_Encoder_vs_decoder.py", dict(text="hi", compare_depth="abc")),
+        ("pages/8_Encoder_vs_decoder.py", dict(text="hi", compare_depth="7", compare_left="no-such")),
+        ("pages/9_Head_ablation.py", dict(model="minilm", text="hi", ablate_heads="encoder:x:1,,:")),
+    ],
+)
+def test_unknown_or_malformed_url_values_are_ignored(page, params):
+    at = run_page(page, **params)
+    assert problems(at) == []

@@ -60,24 +60,46 @@ DEFAULTS: dict[str, object] = {
     "device": "auto",
     "dtype": "float32",
 }
-# How URL parameters (always strings) become widget values; a value that doesn't parse or isn't
-# one of the widget's options is dropped, so a hand-edited URL can't break a page.
-INT_KEYS = {
-    "max_tokens",
-    "layer",
-    "head",
-    "query",
-    "bertviz_layer",
-    "continuation",
-    "pca_layer",
-    "rollout_layer",
-    "walk_step",
-}
-BOOL_KEYS = {"hide_special", "hide_first", "renormalize", "merge_words", "chat"}
-CHOICES = {
-    "device": ("auto", "cpu", "cuda", "mps", SPREAD),
-    "dtype": ("float32", "float16", "bfloat16"),
-    "bertviz_view": ("head", "model"),
+# How URL parameters (always strings) become widget values. Only these keys are read; a value that
+# doesn't parse or isn't one of the widget's options is dropped, so a hand-edited URL can't break a page.
+# (Ranges that depend on the model -- layers, tokens -- are clamped by the page that draws the widget.)
+def _int(value: str) -> int | None:
+    return int(value) if value.lstrip("-").isdigit() else None
+
+
+def _float(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _one_of(*options: str):
+    return lambda value: value if value in options else None
+
+
+def _heads(value: str) -> list[tuple[str, int, int]] | None:
+    """"decoder:0:1,decoder:2:3" -> [("decoder", 0, 1), ("decoder", 2, 3)]."""
+    heads = [part.split(":") for part in value.split(",") if part]
+    if not all(len(h) == 3 and h[1].isdigit() and h[2].isdigit() for h in heads):
+        return None
+    return [(stack, int(layer), int(head)) for stack, layer, head in heads]
+
+
+_bool = "True".__eq__
+URL_KEYS = {
+    **dict.fromkeys(("model", "text", "target", "question", "stack", "hidden_stack", "roles_stack"), str),
+    **dict.fromkeys(("role_statistic",), str),
+    **dict.fromkeys(("max_tokens", "layer", "head", "query", "bertviz_layer", "continuation"), _int),
+    **dict.fromkeys(("pca_layer", "rollout_layer", "walk_step", "lens_start"), _int),
+    **dict.fromkeys(("hide_special", "hide_first", "renormalize", "merge_words", "chat"), _bool),
+    "device": _one_of("auto", "cpu", "cuda", "mps", SPREAD),
+    "dtype": _one_of("float32", "float16", "bfloat16"),
+    "bertviz_view": _one_of("head", "model"),
+    "compare_left": _one_of(*CATALOG_BY_KEY),
+    "compare_right": _one_of(*CATALOG_BY_KEY),
+    "compare_depth": _float,
+    "ablate_heads": _heads,
 }
 MAX_TOKENS_RANGE = (4, 32_768)  # the model's own position limit applies too (SmolLM2: 8,192)
 URL_TEXT_LIMIT = 2_000  # longer texts stay in the session but not in the link (browsers and servers cap URLs)
@@ -90,13 +112,9 @@ def _from_url() -> None:
         return
     st.session_state["_url_loaded"] = True
     for key, value in st.query_params.to_dict().items():
-        if key in INT_KEYS:
-            if value.lstrip("-").isdigit():
-                st.session_state[key] = int(value)
-        elif key in BOOL_KEYS:
-            st.session_state[key] = value == "True"
-        elif key not in CHOICES or value in CHOICES[key]:
-            st.session_state[key] = value
+        parsed = URL_KEYS[key](value) if key in URL_KEYS else None  # unknown keys are ignored
+        if parsed is not None:
+            st.session_state[key] = parsed
     model = str(st.session_state.get("model", DEFAULTS["model"]))
     if model in CATALOG_BY_KEY:
         st.session_state["model_choice"] = model
@@ -129,13 +147,21 @@ def literal_bold(text: str) -> str:
 
 
 def remember(*keys: str) -> None:
-    """Write these widget values into the URL."""
+    """Write these widget values into the URL (the inverse of URL_KEYS' parsers)."""
     for key in keys:
         value = st.session_state.get(key)
-        if value is None or value == "" or (isinstance(value, str) and len(value) > URL_TEXT_LIMIT):
+        if isinstance(value, list | tuple) and value and isinstance(value[0], list | tuple):  # heads
+            value = ",".join(":".join(str(part) for part in head) for head in value)
+        if value is None or value == "" or value == [] or (isinstance(value, str) and len(value) > URL_TEXT_LIMIT):
             st.query_params.pop(key, None)
         else:
             st.query_params[key] = str(value)
+
+
+def keep_choice(key: str, options) -> None:
+    """Drop a remembered choice (e.g. from a URL) that this page doesn't offer, so the widget starts afresh."""
+    if key in st.session_state and st.session_state[key] not in options:
+        del st.session_state[key]
 
 
 # Widget values that follow the user from page to page. Streamlit drops a widget's state
