@@ -27,10 +27,7 @@ views = {
         stack.head_mean(layer), rows, cols, forbidden, options
     ),
 }
-shown = {}
-for column, key, (title, view) in zip(st.columns(2), ("head_map", "mean_map"), views.items(), strict=True):
-    with column:
-        shown[title] = shell.heatmap(view, title, key=key, zoom=zoom)
+shown = shell.heatmaps_side_by_side(views, ["head_map", "mean_map"], zoom)
 if stack.causal:
     st.caption("Grey cells are masked: a causal decoder may not attend to later tokens.")
 st.caption("Each row is one token attending; its weights over the columns sum to 1.")

@@ -5,7 +5,7 @@ import streamlit as st
 
 from ui import shell
 from viz import figures
-from viz.hidden import layer_cosines, norms, pca_2d
+from viz.hidden import dominant_dimensions, layer_cosines, norms, pca_2d
 from viz.lens import lens_available
 
 LENS_WINDOW = 64
@@ -33,7 +33,18 @@ right.plotly_chart(
     key="cosines",
 )
 
-projection = pca_2d(hidden)
+dominant = dominant_dimensions(hidden)
+leave_out = ()
+if dominant:
+    held = ", ".join(str(d) for d in dominant)
+    st.info(
+        f"Dimension {held} of the {hidden.shape[-1]} holds most of the variance on its own (a 'massive "
+        "activation', Sun et al. 2024): a PCA of all dimensions shows little but that one."
+    )
+    if st.checkbox(f"Leave dimension {held} out of the PCA", key="pca_leave_out"):
+        leave_out = tuple(dominant)
+    shell.remember("pca_leave_out")
+projection = pca_2d(hidden, leave_out)
 shell.clamp("pca_layer", 0, len(hidden) - 1)
 layer = st.slider("PCA: layer", 0, len(hidden) - 1, len(hidden) - 1, key="pca_layer")
 shell.remember("hidden_stack", "pca_layer")

@@ -30,6 +30,7 @@ depth = st.slider(
 )
 shell.remember("compare_left", "compare_right", "compare_depth")
 options = TokenOptions(hide_special=True)
+SIDE_COLORS = ("#1f5fa8", "#d95f02")  # left blue, right orange: two blues were hard to tell apart
 
 curves = []
 for side, column, key in zip(("left", "right"), (left, right), models, strict=True):
@@ -67,16 +68,16 @@ if curves:
     for column, (name, group) in zip(cols, frame.groupby("statistic", sort=False), strict=False):
         fig = go.Figure(
             [
-                go.Scatter(x=g["depth"], y=g["value"], mode="lines+markers", name=m)
-                for m, g in group.groupby("model", sort=False)
+                go.Scatter(x=g["depth"], y=g["value"], mode="lines+markers", name=m, line=dict(color=color))
+                for (m, g), color in zip(group.groupby("model", sort=False), SIDE_COLORS, strict=False)
             ]
         )
-        fig.update_layout(
+        fig.update_layout(  # the legend goes under the axis title, not over it
             title=name,
-            height=300,
+            height=340,
             margin=dict(l=10, r=10, t=40, b=10),
             xaxis_title="relative depth",
-            legend=dict(orientation="h"),
+            legend=dict(orientation="h", yanchor="top", y=-0.3, xanchor="left", x=0),
         )
         column.plotly_chart(fig, key=f"curve_{name}")
     st.caption(

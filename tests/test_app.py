@@ -193,3 +193,40 @@ def test_url_round_trip_alignment_comparison_and_ablation():
 def test_unknown_or_malformed_url_values_are_ignored(page, params):
     at = run_page(page, **params)
     assert problems(at) == []
+
+
+# ------------------------------------------------------------------ readability (issue 9, 5)
+def test_side_by_side_maps_share_one_colour_scale_unless_asked():
+    """Issue 9: the head map ran 0-0.4 and the mean 0-0.6, so equal colours meant different weights."""
+    at = run_page(model="minilm", text="The cat sat on the mat.", layer=2, head=3)
+    assert problems(at) == []
+    head, mean = (plotly_specs(at)[i]["data"][0] for i in (0, 1))
+    peak = max(np.nanmax(decode(head["z"])), np.nanmax(decode(mean["z"])))
+    assert head["zmax"] == mean["zmax"] == pytest.approx(peak, rel=1e-6)
+    at.checkbox(key="own_scale").check().run()
+    head, mean = (plotly_specs(at)[i]["data"][0] for i in (0, 1))
+    assert head["zmax"] == pytest.approx(np.nanmax(decode(head["z"])), rel=1e-6)
+    assert mean["zmax"] == pytest.approx(np.nanmax(decode(mean["z"])), rel=1e-6) and head["zmax"] != mean["zmax"]
+
+
+def test_encoder_vs_decoder_lines_are_told_apart_and_the_legend_clears_the_axis():
+    at = run_page("pages/8_Encoder_vs_decoder.py", model="minilm", text="The cat sat on the mat.")
+    entropy = next(s for s in plotly_specs(at) if s["layout"].get("title", {}).get("text") == "entropy")
+    colors = [line["line"]["color"] for line in entropy["data"]]
+    assert len(set(colors)) == 2
+    assert entropy["layout"]["legend"]["y"] < 0  # under the x-axis title, not on top of it
+
+
+def test_pca_names_smollm2s_massive_activation_and_can_leave_it_out():
+    at = run_page("pages/6_Hidden_states.py", model="smollm2", text="The capital of France is Paris.")
+    assert problems(at) == []
+    assert any("Dimension 507" in i.value and "massive activation" in i.value for i in at.info)
+
+    def first_axis_share(at) -> float:
+        title = next(s for s in plotly_specs(at) if "one PCA for all layers" in s["layout"]["title"]["text"])
+        return float(re.search(r"(\d+)% \+", title["layout"]["title"]["text"]).group(1)) / 100
+
+    assert first_axis_share(at) >= 0.99  # one blob: everything lies along dimension 507
+    at.checkbox(key="pca_leave_out").check().run()
+    assert problems(at) == [] and first_axis_share(at) <= 0.9
+    assert at.query_params["pca_leave_out"] == "True"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 
+import numpy as np
 import streamlit as st
 import torch
 import transformers
@@ -60,6 +61,8 @@ DEFAULTS: dict[str, object] = {
     "device": "auto",
     "dtype": "float32",
 }
+
+
 # How URL parameters (always strings) become widget values. Only these keys are read; a value that
 # doesn't parse or isn't one of the widget's options is dropped, so a hand-edited URL can't break a page.
 # (Ranges that depend on the model -- layers, tokens -- are clamped by the page that draws the widget.)
@@ -79,7 +82,7 @@ def _one_of(*options: str):
 
 
 def _heads(value: str) -> list[tuple[str, int, int]] | None:
-    """"decoder:0:1,decoder:2:3" -> [("decoder", 0, 1), ("decoder", 2, 3)]."""
+    """ "decoder:0:1,decoder:2:3" -> [("decoder", 0, 1), ("decoder", 2, 3)]."""
     heads = [part.split(":") for part in value.split(",") if part]
     if not all(len(h) == 3 and h[1].isdigit() and h[2].isdigit() for h in heads):
         return None
@@ -92,7 +95,8 @@ URL_KEYS = {
     **dict.fromkeys(("role_statistic",), str),
     **dict.fromkeys(("max_tokens", "layer", "head", "query", "bertviz_layer", "continuation"), _int),
     **dict.fromkeys(("pca_layer", "rollout_layer", "walk_step", "lens_start"), _int),
-    **dict.fromkeys(("hide_special", "hide_first", "renormalize", "merge_words", "chat"), _bool),
+    **dict.fromkeys(("hide_special", "hide_first", "renormalize", "merge_words", "chat", "own_scale"), _bool),
+    "pca_leave_out": _bool,
     "device": _one_of("auto", "cpu", "cuda", "mps", SPREAD),
     "dtype": _one_of("float32", "float16", "bfloat16"),
     "bertviz_view": _one_of("head", "model"),
@@ -541,7 +545,23 @@ def zoom_picker(rows: TokenSeq, cols: TokenSeq) -> Region | None:
 def heatmap(view: MatrixView, title: str, key: str, zoom: Region | None = None, **kwargs) -> MatrixView:
     """A matrix view as an interactive heatmap: cropped to `zoom`, max-pooled to at most OVERVIEW_CELLS a
     side (the title says so). Returns what was drawn. Plotly's camera button saves it as PNG."""
-    shown = pool_view(crop_view(view, *zoom) if zoom else view)
+    return _draw(pool_view(crop_view(view, *zoom) if zoom else view), title, key, **kwargs)
+
+
+def heatmaps_side_by_side(views: dict[str, MatrixView], keys: list[str], zoom: Region | None) -> dict[str, MatrixView]:
+    """Maps in columns on ONE colour scale (0 to the largest weight in any of them), so equal colours mean
+    equal weights; a checkbox (kept in the URL) scales each to its own maximum instead."""
+    shown = {title: pool_view(crop_view(view, *zoom) if zoom else view) for title, view in views.items()}
+    own = st.checkbox("Scale each map to its own maximum", key="own_scale")
+    remember("own_scale")
+    peaks = [float(np.max(s.weights, where=~s.masked, initial=0.0)) for s in shown.values()]
+    for column, key, (title, view) in zip(st.columns(len(shown)), keys, shown.items(), strict=True):
+        with column:
+            _draw(view, title, key, zmax=None if own else max(peaks) or 1.0)
+    return shown
+
+
+def _draw(shown: MatrixView, title: str, key: str, **kwargs) -> MatrixView:
     if shown.pooled > 1:
         title += f" · max-pooled {shown.pooled}×{shown.pooled}"
     fig = figures.attention_heatmap(

@@ -27,8 +27,18 @@ class Projection:
     explained: tuple[float, float]  # share of variance on each axis
 
 
-def pca_2d(hidden: np.ndarray) -> Projection:
-    """One PCA fitted on the token vectors of all layers together, then applied to each layer."""
+def dominant_dimensions(hidden: np.ndarray, share: float = 0.5) -> list[int]:
+    """Dimensions of the residual stream that alone hold more than `share` of all the variance --
+    "massive activations" (Sun et al. 2024): a PCA then shows that one dimension and nothing else."""
+    variance = hidden.reshape(-1, hidden.shape[-1]).astype(np.float64).var(axis=0)
+    return [int(d) for d in np.flatnonzero(variance > share * variance.sum())]
+
+
+def pca_2d(hidden: np.ndarray, leave_out: tuple[int, ...] = ()) -> Projection:
+    """One PCA fitted on the token vectors of all layers together, then applied to each layer
+    (`leave_out`: dimensions set aside, e.g. a massive activation)."""
+    if leave_out:
+        hidden = np.delete(hidden, list(leave_out), axis=-1)
     flat = hidden.reshape(-1, hidden.shape[-1]).astype(np.float64)
     centred = flat - flat.mean(axis=0)
     # The d × d covariance's eigenvectors are the principal axes: cheap at 31 layers × 4,096 tokens,
