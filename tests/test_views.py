@@ -515,3 +515,14 @@ def test_head_ablation_offers_no_select_all():
     at = run_page("pages/9_Head_ablation.py", model="minilm", text="The cat sat on the mat.")
     assert problems(at) == []
     assert at.multiselect(key="ablate_heads").proto.select_all == 0
+
+
+def test_split_characters_show_their_bytes_and_the_completing_piece_the_character(smollm2):
+    """Issue 9: SmolLM2 showed emoji and CJK pieces as "�" (each byte-level piece alone is no character)."""
+    tok = smollm2.tokenizer
+    seq = build_trace(smollm2, "I love 🤗 and 日本語, café").tokens["source"]
+    assert not any("\ufffd" in token for token in seq.display)
+    assert list(seq.display) == [
+        "I", "love", "⟨F0 9F⟩", "⟨A4⟩", "🤗", "and", "⟨E6⟩", "⟨97⟩", "日", "本", "⟨E8⟩", "⟨AA⟩", "語", ",", "café",
+    ]  # fmt: skip
+    assert tok.decode(seq.ids.tolist()) == "I love 🤗 and 日本語, café"  # the tokens themselves are untouched

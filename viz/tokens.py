@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import codecs
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 # Word-start markers of the common subword schemes: GPT-2 byte-level BPE, SentencePiece.
 WORD_START = ("Ġ", "▁")
@@ -45,6 +48,39 @@ def display_token(raw: str, decoded: str) -> str:
     return "".join(VISIBLE_WHITESPACE.get(ch, ch) for ch in text) or "␣"
 
 
+# Byte-level BPE (GPT-2, Llama 3, SmolLM2) writes each byte as one printable character; SentencePiece's
+# byte fallback writes "<0xF0>". A character of several UTF-8 bytes (emoji, CJK) can be split across
+# tokens, and each piece alone decodes to "�".
+_BYTE_OF = {char: byte for byte, char in bytes_to_unicode().items()}
+_BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+def _token_bytes(raw: str) -> bytes | None:
+    if match := _BYTE_FALLBACK.fullmatch(raw):
+        return bytes([int(match[1], 16)])
+    if raw and all(char in _BYTE_OF for char in raw):
+        return bytes(_BYTE_OF[char] for char in raw)
+    return None
+
+
+def byte_pieces(raw: list[str], display: list[str]) -> list[str]:
+    """Readable pieces of split characters: the piece that completes a character shows it ("🤗"), a
+    piece that only starts one shows its bytes ("⟨F0 9F⟩"). Other tokens are left as they are."""
+    out, decoder = list(display), codecs.getincrementaldecoder("utf-8")(errors="replace")
+    for i, (piece, shown) in enumerate(zip(raw, display, strict=True)):
+        data = _token_bytes(piece) if "\ufffd" in shown else None
+        if data is None:
+            decoder.reset()
+            continue
+        text = decoder.decode(data).strip()
+        if not text:  # only the start of a character: this piece's own bytes (less a word-start space)
+            out[i] = f"⟨{data.lstrip(b' ').hex(' ').upper()}⟩"
+        else:  # completes a character (and may start the next one)
+            pending = decoder.getstate()[0]
+            out[i] = text + (f"⟨{pending.hex(' ').upper()}⟩" if pending else "")
+    return out
+
+
 def guess_word_ids(raw: list[str], special: np.ndarray) -> list[int | None]:
     """Word ids from subword markers, for sequences no fast tokenizer produced (generated text)."""
     marks_word_starts = any(tok.startswith(WORD_START) for tok in raw)
@@ -73,10 +109,11 @@ def token_seq(
     ids_array = np.asarray(ids, dtype=np.int64)
     for arr in (ids_array, special):
         arr.flags.writeable = False
+    display = [display_token(r, d) for r, d in zip(raw, decoded, strict=True)]
     return TokenSeq(
         ids=ids_array,
         raw=tuple(raw),
-        display=tuple(display_token(r, d) for r, d in zip(raw, decoded, strict=True)),
+        display=tuple(byte_pieces(raw, display)),
         special=special,
         word_ids=tuple(word_ids if word_ids is not None else guess_word_ids(raw, special)),
         segments=tuple(segments or ()),
