@@ -3,7 +3,7 @@
 import streamlit as st
 
 from ui import shell
-from viz.bertviz_views import too_large
+from viz.bertviz_views import drawn_height, too_large
 
 shell.page_setup("bertviz head & model view")
 trace = shell.current_trace()
@@ -22,10 +22,12 @@ if reason:
     st.stop()
 with st.spinner("Building the bertviz view…"):
     html = shell.cached_bertviz(trace.identity, view, layer, trace)
-tokens = max(len(seq) for seq in trace.tokens.values())
-height = 120 + 22 * tokens if view == "head" else 60 + 150 * next(iter(trace.stacks.values())).n_layers
-st.iframe(html, height=min(height, 4000))
+st.iframe(html, height=min(drawn_height(trace, view), 4000))
 st.caption(
-    "Head view: hover a token to see where it attends; click the coloured squares to pick heads. "
-    "Encoder-decoders: choose encoder, decoder or cross-attention in bertviz's own drop-down."
+    (
+        "Head view: hover a token to see where it attends; click the coloured squares to pick heads."
+        if view == "head"
+        else "Model view: every head of every layer; click a thumbnail to see it larger."
+    )
+    + (" Choose encoder, decoder or cross-attention in bertviz's own drop-down." if len(trace.stacks) > 1 else "")
 )

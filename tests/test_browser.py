@@ -129,4 +129,19 @@ def test_bertviz_draws_offline(chromium, app_url):
     frame = page.wait_for_selector("iframe", timeout=120_000).content_frame()
     frame.wait_for_selector("svg text", timeout=60_000)  # d3 drew the tokens
     assert "arrow" in frame.inner_text("body")
+    # one Layer control: ours (bertviz's own drop-down, which would list one layer, is hidden)
+    assert page.locator('input[aria-label="Layer"]').count() == 1
+    assert frame.locator("select#layer").count() == 1 and not frame.locator("select#layer").is_visible()
     assert page.external == []
+
+
+def test_bertviz_model_view_leaves_no_empty_area(chromium, app_url):
+    """Issue 9: a fixed 150 px a layer left half the frame empty under a short text's model view."""
+    page = open_page(chromium, f"{app_url}/bertviz?model=minilm&text=time+flies+like+an+arrow&bertviz_view=model")
+    handle = page.wait_for_selector("iframe", timeout=120_000)
+    frame = handle.content_frame()
+    frame.wait_for_selector("svg", timeout=60_000)
+    page.wait_for_timeout(1000)
+    drawn = frame.evaluate("document.body.scrollHeight")
+    assert drawn <= handle.bounding_box()["height"] <= 1.2 * drawn + 40
+    assert "Model view" in page.inner_text("body") and "Head view:" not in page.inner_text("body")

@@ -93,10 +93,21 @@ def _arguments(trace: Trace) -> dict:
     return dict(attention=_layers(trace.stacks[name]), tokens=list(trace.tokens["source"].display))
 
 
+# Our layer slider picks the one layer drawn; bertviz's own (single-entry) layer drop-down is hidden.
+ONE_LAYER_CONTROL = "<style>span:has(> select#layer) { display: none; }</style>"
+
+
 def head_view_html(trace: Trace, layer: int = 0) -> str:
     """bertviz head view of one layer (our own layer slider picks it; keeps the page small)."""
     html = head_view(**_arguments(trace), include_layers=[layer], prettify_tokens=False, html_action="return")
-    return _offline(html.data)
+    return _offline(html.data).replace("</head>", ONE_LAYER_CONTROL + "</head>", 1)
+
+
+def drawn_height(trace: Trace, view: str) -> int:
+    """Pixels bertviz's view takes (measured in Chromium: head ~23 px a token; model ~7 px a token a layer)."""
+    tokens = max(len(seq) for seq in trace.tokens.values())
+    layers = next(iter(trace.stacks.values())).n_layers
+    return 60 + 23 * tokens if view == "head" else 30 + layers * (7 * tokens + 17)
 
 
 def model_view_html(trace: Trace) -> str:
