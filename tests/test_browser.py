@@ -145,3 +145,25 @@ def test_bertviz_model_view_leaves_no_empty_area(chromium, app_url):
     drawn = frame.evaluate("document.body.scrollHeight")
     assert drawn <= handle.bounding_box()["height"] <= 1.2 * drawn + 40
     assert "Model view" in page.inner_text("body") and "Head view:" not in page.inner_text("body")
+
+
+@pytest.mark.parametrize("viewport", [(1440, 900), (390, 844)])
+def test_map_titles_axis_titles_and_key_labels_do_not_overlap(chromium, app_url, viewport):
+    """Issue 9: alignment panel titles collided with the rotated key labels."""
+    page = chromium.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+    page.goto(f"{app_url}/Alignment?model=word-order&text=the+small+black+cat+sees+the+big+white+dog")
+    page.wait_for_selector(".js-plotly-plot .heatmaplayer", timeout=120_000)
+    page.wait_for_timeout(1000)
+    boxes = page.evaluate(
+        """() => Array.from(document.querySelectorAll('.js-plotly-plot')).filter(p => p.querySelector('.xtitle'))
+        .map(p => {
+            const box = el => el.getBoundingClientRect();
+            const labels = Array.from(p.querySelectorAll('.xtick text')).map(t => box(t).top);
+            return {title: box(p.querySelector('.gtitle')).bottom, axis: [box(p.querySelector('.xtitle')).top,
+                    box(p.querySelector('.xtitle')).bottom], labels: Math.min(...labels)};
+        })"""
+    )
+    assert boxes
+    for b in boxes:
+        assert b["title"] <= b["axis"][0] and b["axis"][1] <= b["labels"], b
+    page.close()

@@ -96,12 +96,16 @@ def attention_heatmap(
             )
         )
     size = max(320, min(900, 22 * max(n_rows, n_cols) + 140))
+    keys = _axis(col_labels, x, MAX_KEY_TICKS)
+    # Key labels stand rotated above the map: make room for the longest (~6 px a character, at 60°),
+    # then the axis title, then the figure's title at the very top -- none on top of another.
+    label_height = 0.87 * 6.5 * max((len(html.unescape(t)) for t in keys["ticktext"]), default=0)
     fig.update_layout(
-        title=dict(text=title, font=dict(size=14)),
-        xaxis=dict(_axis(col_labels, x, MAX_KEY_TICKS), side="top", tickangle=-60, title="attended to (key)"),
+        title=dict(text=title, font=dict(size=14), y=1, yref="container", yanchor="top", pad=dict(t=6)),
+        xaxis=dict(keys, side="top", tickangle=-60, title="attended to (key)"),
         yaxis=dict(_axis(row_labels, y), autorange="reversed", title="attending (query)"),
-        height=size,
-        margin=dict(l=10, r=10, t=110, b=10),
+        height=size + int(label_height),
+        margin=dict(l=10, r=10, t=int(90 + label_height), b=10),
         plot_bgcolor="white",
     )
     return fig
