@@ -136,47 +136,60 @@ def _reopened(at, page):
     return run_page(page, **dict(at.query_params))
 
 
-def test_url_round_trip_hidden_states_and_head_roles():
-    at = run_page("pages/6_Hidden_states.py", model="dates", text="the 3rd of march 1999")
-    at.radio(key="hidden_stack").set_value("decoder").run()
-    at.slider(key="pca_layer").set_value(1).run()
-    again = _reopened(at, "pages/6_Hidden_states.py")
-    assert problems(again) == []
-    assert (again.radio(key="hidden_stack").value, again.slider(key="pca_layer").value) == ("decoder", 1)
-
-    at = run_page("pages/7_Head_roles.py", model="dates", text="the 3rd of march 1999")
-    at.radio(key="roles_stack").set_value("decoder").run()
-    at.selectbox(key="role_statistic").set_value("entropy").run()
-    at.slider(key="rollout_layer").set_value(0).run()
-    again = _reopened(at, "pages/7_Head_roles.py")
-    assert problems(again) == []
-    assert again.radio(key="roles_stack").value == "decoder"
-    assert again.selectbox(key="role_statistic").value == "entropy"
-    assert again.slider(key="rollout_layer").value == 0
-
-
-def test_url_round_trip_alignment_comparison_and_ablation():
-    at = run_page("pages/4_Alignment.py", model="smollm2", text="The capital of France is")
-    at.slider(key="continuation").set_value(5).run()
-    assert _reopened(at, "pages/4_Alignment.py").slider(key="continuation").value == 5
-
-    at = run_page("pages/8_Encoder_vs_decoder.py", model="minilm", text="The cat sat on the mat.")
-    at.selectbox(key="compare_left").set_value("dates").run()
-    at.selectbox(key="compare_right").set_value("minilm").run()
-    at.slider(key="compare_depth").set_value(0.5).run()
-    again = _reopened(at, "pages/8_Encoder_vs_decoder.py")
-    assert problems(again) == []
-    assert (again.selectbox(key="compare_left").value, again.selectbox(key="compare_right").value) == (
+# (page, model, text, [(widget kind, key, value), ...]): change these, reopen the URL, find them again
+ROUND_TRIPS = [
+    (
+        "pages/6_Hidden_states.py",
         "dates",
+        "the 3rd of march 1999",
+        [("radio", "hidden_stack", "decoder"), ("slider", "pca_layer", 1)],
+    ),
+    (
+        "pages/7_Head_roles.py",
+        "dates",
+        "the 3rd of march 1999",
+        [
+            ("radio", "roles_stack", "decoder"),
+            ("selectbox", "role_statistic", "entropy"),
+            ("slider", "rollout_layer", 0),
+        ],
+    ),
+    ("pages/4_Alignment.py", "smollm2", "The capital of France is", [("slider", "continuation", 5)]),
+    (
+        "pages/8_Encoder_vs_decoder.py",
         "minilm",
-    )
-    assert again.slider(key="compare_depth").value == 0.5
+        "The cat sat on the mat.",
+        [
+            ("selectbox", "compare_left", "dates"),
+            ("selectbox", "compare_right", "minilm"),
+            ("slider", "compare_depth", 0.5),
+        ],
+    ),
+    (
+        "pages/9_Head_ablation.py",
+        "minilm",
+        "The cat sat on the mat.",
+        [("multiselect", "ablate_heads", [("encoder", 0, 1), ("encoder", 2, 3)])],
+    ),
+    ("app.py", "minilm", "The cat sat on the mat.", [("checkbox", "own_scale", True)]),
+]
 
-    at = run_page("pages/9_Head_ablation.py", model="minilm", text="The cat sat on the mat.")
-    at.multiselect(key="ablate_heads").select(("encoder", 0, 1)).select(("encoder", 2, 3)).run()
-    again = _reopened(at, "pages/9_Head_ablation.py")
+
+@pytest.mark.parametrize("page, model, text, changes", ROUND_TRIPS, ids=[r[0].split("/")[-1] for r in ROUND_TRIPS])
+def test_url_round_trip(page, model, text, changes):
+    """Issue 9: these widgets were never written to the URL, so a copied link lost them."""
+    at = run_page(page, model=model, text=text)
+    for kind, key, value in changes:
+        widget = getattr(at, kind)(key=key)
+        if kind == "multiselect":
+            for option in value:
+                widget = widget.select(option)
+            widget.run()
+        else:
+            (widget.check() if kind == "checkbox" else widget.set_value(value)).run()
+    again = _reopened(at, page)
     assert problems(again) == []
-    assert again.multiselect(key="ablate_heads").value == [("encoder", 0, 1), ("encoder", 2, 3)]
+    assert [getattr(again, kind)(key=key).value for kind, key, _ in changes] == [value for _, _, value in changes]
 
 
 @pytest.mark.parametrize(
