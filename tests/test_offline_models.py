@@ -41,3 +41,23 @@ def test_smollm2_chat_turn_and_reply(smollm2):
     np.testing.assert_allclose(
         all_attention(trace.stacks["decoder"]), eager_attentions(smollm2, trace)["decoder"], atol=1e-5
     )
+
+
+def test_first_smollm2_load_reports_real_progress(tmp_path, monkeypatch):
+    """Issue 9: the first load took ~100 s under load behind a spinner promising ~25 s. Progress now
+    counts the GGUF tensors as transformers dequantizes them, with an estimate from the rate so far."""
+    from viz.models import load_model, needs_slow_first_load
+
+    monkeypatch.setenv("ATLAS_CACHE_DIR", str(tmp_path))  # a cold cache: the conversion really runs
+    assert needs_slow_first_load("smollm2")
+    heard: list[tuple[float, str]] = []
+    loaded = load_model("smollm2", progress=lambda done, what: heard.append((done, what)))
+    counts = [what for _, what in heard if "tensors" in what]
+    total = int(counts[0].split(" of ")[1].split()[0])
+    assert total > 200 and len(counts) == total  # every tensor, once
+    assert [int(c.split(": ")[1].split()[0]) for c in counts] == list(range(1, total + 1))
+    assert [done for done, _ in heard] == sorted(done for done, _ in heard) and heard[-1][0] == 1.0
+    assert "s left)" in counts[0] and counts[-1].endswith("(about 0 s left)")
+    assert not needs_slow_first_load("smollm2")
+    next_id = int(build_trace(loaded, "The capital of France is").outputs["logits"][-1].argmax())
+    assert loaded.tokenizer.decode([next_id]) == " Paris"

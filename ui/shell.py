@@ -29,6 +29,7 @@ from viz.models import (
     LoadedModel,
     load_model,
     needs_slow_first_load,
+    prepare_first_load,
 )
 from viz.mosaic import Mosaic, attention_mosaic
 from viz.tokens import OVERVIEW_CELLS, MatrixView, TokenOptions, TokenSeq, crop_view, pool_view
@@ -351,6 +352,10 @@ def current_trace(continuation: int = 0) -> Trace:
     ss = st.session_state
 
     def compute() -> Trace:
+        if needs_slow_first_load(key):  # real progress, tensor by tensor, instead of a promise
+            bar = st.progress(0.0, text="Preparing SmolLM2 for its first use…")
+            prepare_first_load(key, lambda done, what: bar.progress(done, text=what))  # a disk cache, not st's
+            bar.empty()
         loaded = cached_model(key, ss["device"], ss["dtype"])
         question, chat = "", False
         if loaded.head.name == "question-answering":
@@ -379,7 +384,7 @@ def current_trace(continuation: int = 0) -> Trace:
         ss["current_trace_args"] = args
         return cached_trace(**args)
 
-    first_use = "First use of SmolLM2: dequantizing the packaged GGUF weights once (~25 s)…"
+    first_use = "First use of SmolLM2: its packaged GGUF weights are converted once, then kept"
     trace = _safely(first_use if needs_slow_first_load(key) else f"Running {key}…", compute)
     if trace.dropped_tokens:
         st.warning(

