@@ -83,6 +83,16 @@ def open_page(chromium, url: str):
     return page
 
 
+def wait_until_idle(page) -> None:
+    """Until Streamlit has finished running the script (its status widget is gone) and the page settled."""
+    page.wait_for_function(
+        "() => { const app = document.querySelector('[data-testid=\"stApp\"]');"
+        " return app && app.getAttribute('data-test-script-state') === 'notRunning'; }",
+        timeout=120_000,
+    )
+    page.wait_for_timeout(300)
+
+
 def test_attention_map_draws_offline(chromium, app_url):
     page = open_page(chromium, f"{app_url}/?model=minilm&text=time+flies+like+an+arrow")
     page.wait_for_selector(".js-plotly-plot .heatmaplayer", timeout=120_000)
@@ -111,6 +121,7 @@ def test_model_view_click_opens_that_head(chromium, app_url):
     page = open_page(chromium, f"{app_url}/Model_view?model=minilm&text=time+flies+like+an+arrow")
     page.wait_for_selector(".js-plotly-plot .scatterlayer .point", timeout=120_000)
     for layer, head in ((4, 9), (1, 3), (5, 0)):
+        wait_until_idle(page)  # a click while the previous rerun still draws can be dropped by the browser
         # markers are laid out layer by layer, 12 heads each
         page.locator(".js-plotly-plot .scatterlayer .point").nth(layer * 12 + head).click(force=True)
         page.wait_for_function(  # the opened head's map is the last figure on the page
