@@ -81,3 +81,26 @@ def test_app_trace_translates_and_aligns(bundled):
     )
     for out_token, in_token in pairs.items():
         assert source[int(mean[produced.index(out_token)].argmax())] == in_token
+
+
+def test_word_order_model_writes_correct_french_adjective_placement():
+    """Issue 9: it wrote "le chat noir petit". Beauty/age/goodness/size adjectives go before the noun."""
+    loaded = load_model("word-order")
+    for text, french in (
+        ("the small black cat sees the big white dog", "le petit chat noir voit le grand chien blanc"),
+        ("the pretty red car is fast", "la jolie voiture rouge est rapide"),
+        ("a heavy red box is slow", "une boîte rouge lourde est lente"),  # two after the noun: mirrored (Fig. 3)
+    ):
+        trace = build_trace(loaded, text)
+        assert loaded.tokenizer.decode(trace.tokens["target"].ids.tolist(), skip_special_tokens=True) == french
+    trace = build_trace(loaded, "the small black cat sees the big white dog")
+    mean = alignment(trace).overall_mean()
+    source, produced = list(trace.tokens["source"].display), list(trace.tokens["target"].display)
+    for out_token, in_token in {
+        "petit": "small",
+        "chat": "cat",
+        "noir": "black",
+        "grand": "big",
+        "blanc": "white",
+    }.items():
+        assert source[int(mean[produced.index(out_token)].argmax())] == in_token

@@ -1,9 +1,11 @@
 """English -> a French-like word order, for a small Marian model with crossing alignments.
 
-A small grammar over a real English/French lexicon. French adjectives follow the noun and,
-when there are two, come in mirrored order ("the small black cat" -> "le chat noir petit"),
-as in Bahdanau et al. 2015, Fig. 3 ("European Economic Area" -> "zone économique
-européenne"). Determiners and adjectives agree in gender with the noun.
+A small grammar over a real English/French lexicon. Most French adjectives follow the noun and,
+when there are two, come in mirrored order ("the heavy red box" -> "la boîte rouge lourde"), as
+in Bahdanau et al. 2015, Fig. 3 ("European Economic Area" -> "zone économique européenne").
+Short common adjectives of beauty, age, goodness and size (BAGS: joli, petit, grand) come before
+the noun as in real French ("the small black cat" -> "le petit chat noir"). Determiners and
+adjectives agree in gender with the noun.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ ADJECTIVES = {
     "heavy": ("lourd", "lourde"),
     "round": ("rond", "ronde"),
 }
+BEFORE_THE_NOUN = {"small", "big", "pretty"}  # BAGS adjectives in this lexicon: petit, grand, joli
 VERBS = {
     "sees": "voit",
     "eats": "mange",
@@ -118,9 +121,14 @@ def _noun_phrase(b: _Builder, rng: random.Random, max_adjectives: int = 2) -> st
     roles = [b.english(adj, content=True) for adj in adjectives]
     noun_role = b.english(noun, content=True)
     b.french(DETERMINERS[det][gender], None)
+    pairs = list(zip(adjectives, roles, strict=True))
+    for adj, role in pairs:  # BAGS adjectives: before the noun, in English order
+        if adj in BEFORE_THE_NOUN:
+            b.french(ADJECTIVES[adj][gender == "f"], role)
     b.french(french_noun, noun_role)
-    for adj, role in reversed(list(zip(adjectives, roles, strict=True))):  # mirrored, after the noun
-        b.french(ADJECTIVES[adj][gender == "f"], role)
+    for adj, role in reversed(pairs):  # the others: after the noun, mirrored
+        if adj not in BEFORE_THE_NOUN:
+            b.french(ADJECTIVES[adj][gender == "f"], role)
     return gender
 
 
