@@ -46,12 +46,13 @@ def test_smollm2_chat_turn_and_reply(smollm2):
 def test_first_smollm2_load_reports_real_progress(tmp_path, monkeypatch):
     """Issue 9: the first load took ~100 s under load behind a spinner promising ~25 s. Progress now
     counts the GGUF tensors as transformers dequantizes them, with an estimate from the rate so far."""
-    from viz.models import load_model, needs_slow_first_load
+    from viz.models import load_model, needs_slow_first_load, prepare_first_load
 
     monkeypatch.setenv("ATLAS_CACHE_DIR", str(tmp_path))  # a cold cache: the conversion really runs
     assert needs_slow_first_load("smollm2")
     heard: list[tuple[float, str]] = []
-    loaded = load_model("smollm2", progress=lambda done, what: heard.append((done, what)))
+    prepare_first_load("smollm2", lambda done, what: heard.append((done, what)))  # what the page calls
+    loaded = load_model("smollm2")
     counts = [what for _, what in heard if "tensors" in what]
     total = int(counts[0].split(" of ")[1].split()[0])
     assert total > 200 and len(counts) == total  # every tensor, once

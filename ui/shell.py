@@ -392,7 +392,8 @@ def current_trace(continuation: int = 0) -> Trace:
             "were dropped. Raise 'Max tokens' in the sidebar (up to the model's limit) to see more."
         )
     timings = " · ".join(f"{name} {ms:.0f} ms" for name, ms in trace.timings_ms.items() if ms)
-    cache, used = trace_cache(), trace_cache().used_by_device()
+    cache = trace_cache()
+    used = cache.used_by_device()
     memory = " · ".join(
         f"{device}: trace {size_text(size)}, cache {size_text(used[device])} of {size_text(cache.budgets[device])}"
         for device, size in trace.bytes_by_device().items()
@@ -550,13 +551,18 @@ def zoom_picker(rows: TokenSeq, cols: TokenSeq) -> Region | None:
 def heatmap(view: MatrixView, title: str, key: str, zoom: Region | None = None, **kwargs) -> MatrixView:
     """A matrix view as an interactive heatmap: cropped to `zoom`, max-pooled to at most OVERVIEW_CELLS a
     side (the title says so). Returns what was drawn. Plotly's camera button saves it as PNG."""
-    return _draw(pool_view(crop_view(view, *zoom) if zoom else view), title, key, **kwargs)
+    return _draw(_shown(view, zoom), title, key, **kwargs)
+
+
+def _shown(view: MatrixView, zoom: Region | None) -> MatrixView:
+    """What a map draws: the zoomed region, max-pooled to at most OVERVIEW_CELLS a side."""
+    return pool_view(crop_view(view, *zoom) if zoom else view)
 
 
 def heatmaps_side_by_side(views: dict[str, MatrixView], keys: list[str], zoom: Region | None) -> dict[str, MatrixView]:
     """Maps in columns on ONE colour scale (0 to the largest weight in any of them), so equal colours mean
     equal weights; a checkbox (kept in the URL) scales each to its own maximum instead."""
-    shown = {title: pool_view(crop_view(view, *zoom) if zoom else view) for title, view in views.items()}
+    shown = {title: _shown(view, zoom) for title, view in views.items()}
     own = st.checkbox("Scale each map to its own maximum", key="own_scale")
     remember("own_scale")
     peaks = [float(np.max(s.weights, where=~s.masked, initial=0.0)) for s in shown.values()]

@@ -288,13 +288,13 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _resolve(key: str, progress: Progress | None = None) -> tuple[str, str]:
+def _resolve(key: str) -> tuple[str, str]:
     """(source for from_pretrained, display name) for a model key."""
     key = key.strip()
     if key == "minilm":
         return str(minilm_dir()), "all-MiniLM-L6-v2"
     if key == "smollm2":
-        return str(smollm2_dir(progress)), "SmolLM2-135M-Instruct"
+        return str(smollm2_dir()), "SmolLM2-135M-Instruct"
     if key in ("dates", "word-order"):
         path = REPO_MODELS / f"marian-{key}"
         if not (path / "config.json").exists():
@@ -330,10 +330,10 @@ def _from_pretrained(loader, source: str, **kwargs):
         raise AtlasError(f"Could not load '{source}' from the Hugging Face hub: {err}") from err
 
 
-def load_model(key: str, device: str = "auto", dtype: str = "float32", progress: Progress | None = None) -> LoadedModel:
-    """Load tokenizer and model for `key`, keeping the checkpoint's own head (`progress` hears a slow first load)."""
+def load_model(key: str, device: str = "auto", dtype: str = "float32") -> LoadedModel:
+    """Load tokenizer and model for `key`, keeping the checkpoint's own head (see `prepare_first_load`)."""
     start = time.perf_counter()
-    source, name = _resolve(key, progress)
+    source, name = _resolve(key)
     config = _from_pretrained(AutoConfig.from_pretrained, source, trust_remote_code=False)
     if not hasattr(config, "vocab_size") and not hasattr(getattr(config, "text_config", None) or 0, "vocab_size"):
         raise AtlasError(
