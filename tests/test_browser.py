@@ -130,6 +130,13 @@ def test_model_view_click_opens_that_head(chromium, app_url):
             arg=f"Layer {layer}, head {head}",
             timeout=60_000,
         )
+        # the sliders redraw a moment after the map: wait for their values (with the bug they never get there)
+        page.wait_for_function(
+            '([layer, head]) => { const v = l => document.querySelector(`input[aria-label="${l}"]`)?.value;'
+            " return v('Layer') === layer && v('Head') === head; }",
+            arg=[str(layer), str(head)],
+            timeout=30_000,
+        )
         layer_slider, head_slider = page.locator('input[aria-label="Layer"]'), page.locator('input[aria-label="Head"]')
         assert (layer_slider.input_value(), head_slider.input_value()) == (str(layer), str(head))
     assert page.external == []
