@@ -24,7 +24,7 @@ trace = shell.current_trace(continuation=continuation)
 try:
     align = alignment(trace)
 except AtlasError as err:
-    st.warning(str(err))
+    shell.say(st.warning, "{message}", message=err)
     st.stop()
 
 output_text = shell.current_model().tokenizer.decode(align.outputs.ids.tolist(), skip_special_tokens=True)

@@ -16,7 +16,11 @@ def show_mlm(trace, loaded):
     tok = loaded.tokenizer
     masks = P.fill_mask(trace, tok, k=10)
     if not masks:
-        st.info(f"Put {tok.mask_token} in the text to ask the model to fill it — or mask any token below.")
+        shell.say(
+            st.info,
+            "Put {mask} in the text to ask the model to fill it — or mask any token below.",
+            mask=tok.mask_token,
+        )
     for position, candidates in masks.items():
         st.markdown(f"**{shell.literal(tok.mask_token)} at position {position}**")
         show_candidates(candidates, f"mask_{position}")
@@ -33,7 +37,7 @@ def show_mlm(trace, loaded):
         if position is not None:
             masked_text = P.text_with_mask_at(trace, tok, position)
             masked = shell.trace_for(masked_text)
-            st.caption(f"Input: {masked_text}")
+            shell.say(st.caption, "Input: {text}", text=masked_text)
             for candidates in P.fill_mask(masked, tok, k=10).values():
                 show_candidates(candidates, "masked_choice")
 
@@ -82,17 +86,15 @@ def show_causal(trace, loaded):
         temperature = cols[2].number_input("Temperature", 0.05, 5.0, 0.8, key="temperature")
         top_k = cols[3].number_input("Top-k", 1, 1000, 50, key="top_k")
         seed = cols[4].number_input("Seed", 0, 10_000, 0, key="seed")
-        text = shell.cached_continuation(
-            trace.identity,
-            int(n),
-            mode == "sample",
-            float(temperature),
-            int(top_k),
-            int(seed),
-            _loaded=loaded,
-            _text=trace.text,
+        more = shell.cached_continuation(
+            trace.identity, int(n), mode == "sample", float(temperature), int(top_k), int(seed), loaded, trace
         )
-        st.markdown(shell.literal(trace.text) + shell.literal_bold(text))
+        if more.allowed < more.asked:
+            st.caption(
+                f"Max tokens ({trace.token_limit:,}) leaves room for {more.allowed} of the {more.asked} new tokens: "
+                "raise it in the sidebar to continue further."
+            )
+        st.markdown(shell.literal(more.prompt) + shell.literal_bold(more.text))
 
 
 def show_seq2seq(trace, loaded):
@@ -182,11 +184,20 @@ RENDER = {
 shell.page_setup("Predictions")
 trace = shell.current_trace()
 loaded = shell.current_model()
-st.markdown(f"**{trace.model_class}** — loaded with `{loaded.head.auto_class}`; head: **{trace.head}**")
+shell.say(
+    st.markdown,
+    "**{model_class}** — loaded with {auto_class}; head: **{head}**",
+    model_class=trace.model_class,
+    auto_class=loaded.head.auto_class,
+    head=trace.head,
+)
 if loaded.untrained_head:
-    st.warning(
-        f"This checkpoint has no trained weights for its {trace.head} head "
-        f"({', '.join(loaded.untrained_head[:4])}…): they would be random, so no predictions are shown."
+    shell.say(
+        st.warning,
+        "This checkpoint has no trained weights for its {head} head ({modules}…): they would be random, "
+        "so no predictions are shown.",
+        head=trace.head,
+        modules=", ".join(loaded.untrained_head[:4]),
     )
 elif trace.head in RENDER:
     RENDER[trace.head](trace, loaded)
@@ -204,9 +215,11 @@ if trace.outputs and not loaded.untrained_head:
         top = np.argsort(-row)[:10]
         id2label = loaded.model.config.id2label if row.shape[-1] == loaded.model.config.num_labels else None
         names = [id2label[int(i)] if id2label else loaded.tokenizer.decode([int(i)]) for i in top]
-        st.caption(
-            f"`{name}` of the last position: raw scores → softmax → probabilities"
-            + (" → id2label" if id2label else " → tokens")
+        shell.say(
+            st.caption,
+            "{name} of the last position: raw scores → softmax → probabilities"
+            + (" → id2label" if id2label else " → tokens"),
+            name=name,
         )
         st.dataframe(
             pd.DataFrame({"id": top, "label / token": names, "logit": row[top], "softmax": probs[top]}), hide_index=True

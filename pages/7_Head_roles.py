@@ -68,7 +68,7 @@ options = shell.token_options()
 try:
     mixed = rollout(stack, layer)
 except AtlasError as err:
-    st.info(str(err))
+    shell.say(st.info, "{message}", message=err)
     st.stop()
 view = matrix_view(mixed, tokens, tokens, np.zeros(mixed.shape, dtype=bool), options)
 shown = shell.heatmap(view, f"rollout through layers 0–{layer}", key="rollout", zoom=shell.zoom_picker(tokens, tokens))

@@ -46,9 +46,11 @@ for side, column, key in zip(("left", "right"), (left, right), models, strict=Tr
     tokens = trace.tokens["source"]
     view = matrix_view(stack.head_mean(layer), tokens, tokens, stack.forbidden(layer), options)
     with column:
-        st.caption(
-            f"{trace.model_name}: {stack_name}, {stack.n_layers} layers × {stack.n_heads} heads, "
-            f"{'causal (sees only the past)' if stack.causal else 'bidirectional (sees both sides)'}"
+        shell.say(
+            st.caption,
+            f"{{model}}: {stack_name}, {stack.n_layers} layers × {stack.n_heads} heads, "
+            f"{'causal (sees only the past)' if stack.causal else 'bidirectional (sees both sides)'}",
+            model=trace.model_name,
         )
         shell.heatmap(view, f"layer {layer}, mean over heads (special tokens hidden)", key=f"compare_map_{side}")
     stats = shell.cached_head_stats(trace, stack_name)

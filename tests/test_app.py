@@ -60,7 +60,7 @@ def test_bad_input_gives_a_message_and_no_traceback(params, message, monkeypatch
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the same answer on machines with and without network
     at = run_page(**{"model": "minilm", "text": "hello", **params})
     assert not at.exception
-    assert any(message in e.value for e in at.error)
+    assert any(message in e.value.replace("\\", "") for e in at.error)  # the id is quoted with escapes
 
 
 def test_long_text_warns_about_dropped_tokens():

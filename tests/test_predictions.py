@@ -100,10 +100,10 @@ def test_answer_span_is_the_best_scoring_span(heads):
 def test_greedy_continuation_equals_text_generation_pipeline(which, tiny_dirs, smollm2):
     loaded = smollm2 if which == "smollm2" else load_model(f"path:{tiny_dirs['gpt2']}")
     text = "The capital of France is" if which == "smollm2" else "the cat sat on"
-    ours = P.continuation(loaded, text, new_tokens=8)
+    trace = build_trace(loaded, text)
+    ours = P.continuation(loaded, trace, new_tokens=8).text
     theirs = _pipe("text-generation", loaded)(text, max_new_tokens=8, do_sample=False, return_full_text=False)
     assert ours == theirs[0]["generated_text"]
-    trace = build_trace(loaded, text)
     assert (
         P.next_token(trace, loaded.tokenizer, 1)[0].token_id
         == loaded.tokenizer(text + ours)["input_ids"][len(trace.tokens["source"])]
@@ -200,3 +200,17 @@ def test_logit_lens_hover_breaks_lines_and_escapes_tokens():
     hover = [h for row in lens["data"][0]["customdata"] for h in row]
     assert all("<br>" in h and "&lt;br&gt;" not in h for h in hover)
     assert all("<" not in h.replace("<br>", "") for h in hover)  # token text can't open a tag
+
+
+def test_continuation_stays_within_max_tokens(tiny_dirs):
+    """A long text cut at Max tokens is continued from the cut, and prompt + new tokens never pass the cap
+    (the old continuation re-read the whole text and ignored Max tokens: 5,000 tokens took 170 s)."""
+    loaded = load_model(f"path:{tiny_dirs['gpt2']}")
+    trace = build_trace(loaded, "the cat sat on the mat " * 200, max_tokens=40)
+    assert trace.dropped_tokens > 0
+    full = P.continuation(loaded, trace, new_tokens=100)
+    assert (full.asked, full.allowed) == (100, 40 - len(trace.tokens["source"]))
+    assert full.prompt == loaded.tokenizer.decode(trace.tokens["source"].ids, skip_special_tokens=True)
+    assert len(loaded.tokenizer(full.prompt + full.text)["input_ids"]) <= 40
+    at_cap = P.continuation(loaded, build_trace(loaded, "the cat sat on the mat " * 200, max_tokens=48), 5)
+    assert at_cap.allowed == 0 and at_cap.text == ""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import streamlit as st
@@ -32,6 +34,7 @@ from viz.models import (
     prepare_first_load,
 )
 from viz.mosaic import Mosaic, attention_mosaic
+from viz.serving import PassQueue, ServingPolicy
 from viz.tokens import OVERVIEW_CELLS, MatrixView, TokenOptions, TokenSeq, crop_view, pool_view
 from viz.trace import DEFAULT_MAX_TOKENS, AttentionStack, Trace, build_trace
 
@@ -85,7 +88,7 @@ def _one_of(*options: str):
 def _heads(value: str) -> list[tuple[str, int, int]] | None:
     """ "decoder:0:1,decoder:2:3" -> [("decoder", 0, 1), ("decoder", 2, 3)]."""
     heads = [part.split(":") for part in value.split(",") if part]
-    if not all(len(h) == 3 and h[1].isdigit() and h[2].isdigit() for h in heads):
+    if not all(len(h) == 3 and h[0] in STACK_LABELS and h[1].isdigit() and h[2].isdigit() for h in heads):
         return None
     return [(stack, int(layer), int(head)) for stack, layer, head in heads]
 
@@ -121,8 +124,10 @@ def _from_url() -> None:
         if parsed is not None:
             st.session_state[key] = parsed
     model = str(st.session_state.get("model", DEFAULTS["model"]))
-    if model in CATALOG_BY_KEY:
+    if model in _model_choices():
         st.session_state["model_choice"] = model
+    elif policy().public:  # a public server serves its list only: the default model, and a note why
+        st.session_state["model"], st.session_state["refused_model"] = DEFAULTS["model"], model
     elif model.startswith("hub:"):
         st.session_state["model_choice"], st.session_state["hub_id"] = OTHER_HUB, model[4:]
     elif model.startswith("path:"):
@@ -131,13 +136,29 @@ def _from_url() -> None:
         st.session_state["model_choice"], st.session_state["hub_id"] = OTHER_HUB, model
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
-    lo, hi = MAX_TOKENS_RANGE
+    lo, hi = _max_tokens_range()
     st.session_state["max_tokens"] = min(hi, max(lo, int(st.session_state["max_tokens"])))
 
 
+# Every ASCII punctuation mark, backslash-escaped, is the literal character in CommonMark: no link,
+# image, emphasis, HTML, :colour[...] directive, :emoji: shortcode or $LaTeX$ can form. GFM still turns
+# bare URLs and e-mail addresses into links after escaping, so an invisible word joiner (U+2060) after
+# "http", "www" and "@" breaks those patterns while the text reads the same.
+_MARKDOWN_MARK = re.compile(r"([!-/:-@\[-`{-~])")
+_AUTOLINK_START = re.compile(r"(?i)(https?(?=:)|ftp(?=:)|www(?=\.)|@)")
+
+
 def literal(text: str) -> str:
-    """User or model text for st.markdown: shown as typed, never read as Markdown or HTML."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~])", r"\\\1", text).replace("\n", "  \n")
+    """User or model text for anything Streamlit reads as Markdown (messages, captions, spinners):
+    shown exactly as typed. The one way such text reaches the page."""
+    text = _AUTOLINK_START.sub("\\1\u2060", str(text))
+    return _MARKDOWN_MARK.sub(r"\\\1", text).replace("\n", "  \n")
+
+
+def say(show, template: str, /, **quoted: object) -> None:
+    """`show` (st.error, st.info, st.caption, ...) the template with each {name} filled by user or
+    model text shown literally; the template itself is the app's own Markdown."""
+    show(template.format_map({name: literal(str(value)) for name, value in quoted.items()}))
 
 
 def literal_bold(text: str) -> str:
@@ -215,12 +236,53 @@ def page_setup(title: str) -> None:
     st.title(title)
 
 
+# ------------------------------------------------------------------ serving policy (see viz.serving)
+def policy() -> ServingPolicy:
+    return ServingPolicy.from_env()
+
+
+@st.cache_resource(show_spinner=False)
+def pass_queue(slots: int | None) -> PassQueue:
+    """One queue per server process: every session's forward passes wait in it."""
+    return PassQueue(slots)
+
+
+@contextmanager
+def _turn(tell: bool = True) -> Iterator[None]:
+    """Wait for a free forward-pass slot (public mode), telling the user their place in line.
+    (`tell=False` inside st.cache_data functions, which would replay the notice on every hit.)"""
+    notice = st.empty() if tell else None
+
+    def waiting(place: int) -> None:
+        if notice is not None:
+            notice.info(f"The server is busy: you are number {place} in line for a forward pass.", icon="⏳")
+
+    with pass_queue(policy().concurrent_passes).turn(waiting):
+        if notice is not None:
+            notice.empty()
+        yield
+
+
+def _max_tokens_range() -> tuple[int, int]:
+    lo, hi = MAX_TOKENS_RANGE
+    return lo, policy().token_cap(hi)
+
+
 # ------------------------------------------------------------------ sidebar
+def _model_choices() -> list[str]:
+    """The model picker's options: the catalog, then free choice (local run) or the allowlist (public mode)."""
+    serving = policy()
+    extra = [f"hub:{hub_id}" for hub_id in serving.allowed_hub_ids] if serving.public else [OTHER_HUB, LOCAL_DIR]
+    return [entry.key for entry in CATALOG] + extra
+
+
 def _model_label(choice: str) -> str:
     if choice == OTHER_HUB:
         return "Other Hugging Face hub model…"
     if choice == LOCAL_DIR:
         return "Local model directory…"
+    if choice.startswith("hub:"):
+        return f"{choice[4:]} (hub)"
     return CATALOG_BY_KEY[choice].label
 
 
@@ -240,9 +302,16 @@ def _device_options() -> list[str]:
 def sidebar() -> str:
     """Draw the shared sidebar; returns the chosen model key."""
     with st.sidebar:
+        if "refused_model" in st.session_state:
+            say(
+                st.warning,
+                "This server only offers the models listed here, not {model}.",
+                model=st.session_state.pop("refused_model"),
+            )
+        keep_choice("model_choice", _model_choices())
         st.selectbox(
             "Model",
-            [entry.key for entry in CATALOG] + [OTHER_HUB, LOCAL_DIR],
+            _model_choices(),
             format_func=_model_label,
             key="model_choice",
         )
@@ -271,7 +340,7 @@ def sidebar() -> str:
                 "how the model aligns it (forced decoding).",
             )
         with st.expander("Length and device"):
-            lo, hi = MAX_TOKENS_RANGE
+            lo, hi = _max_tokens_range()
             st.number_input("Max tokens", min_value=lo, max_value=hi, step=16, key="max_tokens")
             if st.session_state["device"] not in _device_options():  # e.g. a URL from a GPU machine
                 st.session_state["device"] = "auto"
@@ -313,11 +382,14 @@ def cached_trace(
     ablate: tuple[tuple[str, int, int], ...] = (),
 ) -> Trace:
     """One forward pass per (model, text, options), shared by every page and every session."""
+    policy().check_model(key, CATALOG_BY_KEY)
+    max_tokens = min(max_tokens, _max_tokens_range()[1])
     args = (key, device, dtype, text, target, max_tokens, continuation, question, chat, ablate)
 
     def build() -> Trace:
         loaded = cached_model(key, device, dtype)
-        return build_trace(loaded, text, target or None, max_tokens, continuation, question, chat, ablate)
+        with _turn():
+            return build_trace(loaded, text, target or None, max_tokens, continuation, question, chat, ablate)
 
     return trace_cache().get(args, build)
 
@@ -332,11 +404,18 @@ def _safely(message: str, compute):
         with st.spinner(message):
             return compute()
     except AtlasError as err:
-        st.error(str(err))
+        say(st.error, "{message}", message=err)
         st.stop()
     except Exception as err:  # noqa: BLE001 -- whatever a model throws, the page shows a message, not a traceback
         log.exception("trace failed")
-        st.error(f"The model could not process this input ({type(err).__name__}: {str(err)[:300]}).")
+        # A library's message may name server paths: a public server keeps it in its log.
+        detail = "details are in the server's log" if policy().public else str(err)[:300]
+        say(
+            st.error,
+            "The model could not process this input ({kind}: {detail}).",
+            kind=type(err).__name__,
+            detail=detail,
+        )
         st.stop()
 
 
@@ -385,7 +464,7 @@ def current_trace(continuation: int = 0) -> Trace:
         return cached_trace(**args)
 
     first_use = "First use of SmolLM2: its packaged GGUF weights are converted once, then kept"
-    trace = _safely(first_use if needs_slow_first_load(key) else f"Running {key}…", compute)
+    trace = _safely(first_use if needs_slow_first_load(key) else f"Running {literal(key)}…", compute)
     if trace.dropped_tokens:
         st.warning(
             f"The text is longer than {trace.token_limit} tokens: the last {trace.dropped_tokens} tokens "
@@ -399,10 +478,12 @@ def current_trace(continuation: int = 0) -> Trace:
         for device, size in trace.bytes_by_device().items()
         if size and device in cache.budgets
     )
-    st.caption(
-        f"**{trace.model_name}** ({trace.model_class}, {trace.family}) · device **{trace.device}** "
-        f"({trace.dtype}) · {timings} · {len(trace.tokens['source'])} tokens (limit {trace.token_limit:,}) · "
-        f"{memory}"
+    say(
+        st.caption,
+        f"**{{model}}** ({{model_class}}, {trace.family}) · device **{trace.device}** ({trace.dtype}) · {timings} · "
+        f"{len(trace.tokens['source'])} tokens (limit {trace.token_limit:,}) · {memory}",
+        model=trace.model_name,
+        model_class=trace.model_class,
     )
     return trace
 
@@ -629,18 +710,20 @@ def trace_for(text: str, model: str | None = None) -> Trace:
 
 @st.cache_data(show_spinner="Generating…", max_entries=64)
 def cached_continuation(
-    key: tuple,
+    identity: tuple,
     new_tokens: int,
     sample: bool,
     temperature: float,
     top_k: int,
     seed: int,
     _loaded: LoadedModel,
-    _text: str,
-) -> str:
-    return predictions.continuation(_loaded, _text, new_tokens, sample, temperature, top_k, seed)
+    _trace: Trace,
+) -> predictions.Continuation:
+    with _turn(tell=False):
+        return predictions.continuation(_loaded, _trace, new_tokens, sample, temperature, top_k, seed)
 
 
 @st.cache_data(show_spinner="Reading every layer through the output head…", max_entries=16)
 def cached_lens(identity: tuple, start: int, stop: int, _loaded: LoadedModel, _trace: Trace) -> Lens:
-    return logit_lens(_loaded, _trace, positions=slice(start, stop))
+    with _turn(tell=False):
+        return logit_lens(_loaded, _trace, positions=slice(start, stop))

@@ -196,18 +196,31 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------- continuation (a separate generate call)
+@dataclass(frozen=True)
+class Continuation:
+    prompt: str  # the text the model continued: the Trace's tokens (cut at Max tokens), decoded
+    text: str  # what it wrote
+    asked: int  # new tokens asked for
+    allowed: int  # new tokens Max tokens and the model's position limit leave room for
+
+
 def continuation(
     loaded,
-    text: str,
+    trace: Trace,
     new_tokens: int = 20,
     sample: bool = False,
     temperature: float = 1.0,
     top_k: int = 50,
     seed: int = 0,
-) -> str:
-    """Greedy or sampled continuation of `text` (what the text-generation pipeline returns)."""
-    enc = loaded.tokenizer(text, return_tensors="pt").to(loaded.device)
-    kwargs = dict(max_new_tokens=new_tokens, do_sample=sample)
+) -> Continuation:
+    """Greedy or sampled continuation of the tokens the Trace read (what the text-generation pipeline
+    returns for that text). Prompt plus new tokens stay within the Trace's token limit."""
+    ids = torch.as_tensor(trace.tokens["source"].ids, dtype=torch.long, device=loaded.device)[None]
+    allowed = max(0, min(new_tokens, trace.token_limit - ids.shape[1]))
+    prompt = loaded.tokenizer.decode(ids[0], skip_special_tokens=True)
+    if allowed == 0:
+        return Continuation(prompt, "", new_tokens, 0)
+    kwargs = dict(max_new_tokens=allowed, do_sample=sample)
     if sample:
         torch.manual_seed(seed)
         kwargs.update(temperature=temperature, top_k=top_k)
@@ -215,9 +228,13 @@ def continuation(
         kwargs.update(num_beams=1)
     with torch.inference_mode():
         out = loaded.model.generate(
-            **enc, **kwargs, pad_token_id=loaded.tokenizer.pad_token_id or loaded.tokenizer.eos_token_id
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            **kwargs,
+            pad_token_id=loaded.tokenizer.pad_token_id or loaded.tokenizer.eos_token_id,
         )
-    return loaded.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    text = loaded.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+    return Continuation(prompt, text, new_tokens, allowed)
 
 
 def head_modules(model) -> list[tuple[str, str]]:

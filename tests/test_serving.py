@@ -1,0 +1,127 @@
+"""Public mode and the forward-pass queue (viz.serving), and literal messages on every message path."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from tests.apptest import problems, run_page
+from viz.errors import AtlasError
+from viz.serving import PassQueue, ServingPolicy
+
+MARKS = [
+    "![p](http://203.0.113.13/p.png)",
+    "[Session expired - sign in again](https://203.0.113.16/login)",
+    ":red[**alarm**] :smile: $x^2$ <b>b</b> <script>alert(1)</script> `code` _i_ ~~s~~ # h",
+    "www.example.org and admin@example.org",
+]
+
+
+def test_policy_from_environment():
+    assert ServingPolicy.from_env({}) == ServingPolicy()  # a local run: no limits, as before
+    public = ServingPolicy.from_env({"ATLAS_PUBLIC": "1", "ATLAS_ALLOWED_MODELS": "gpt2, org/m ,gpt2"})
+    assert public == ServingPolicy(True, ("gpt2", "org/m"), max_tokens=1024, concurrent_passes=2)
+    tuned = ServingPolicy.from_env({"ATLAS_PUBLIC": "yes", "ATLAS_MAX_TOKENS": "256", "ATLAS_CONCURRENT_PASSES": "x"})
+    assert (tuned.max_tokens, tuned.concurrent_passes, tuned.token_cap(8192), tuned.token_cap(128)) == (256, 2, 256, 128)
+    catalog = {"minilm": None}
+    for key in ("minilm", "hub:gpt2"):
+        public.check_model(key, catalog)
+    for key in ("path:/etc", "path:~", "hub:other/model", "hub:", "gpt2"):
+        with pytest.raises(AtlasError, match="only offers the models in its list"):
+            public.check_model(key, catalog)
+    ServingPolicy().check_model("path:/anything", catalog)  # a local run may load anything
+
+
+def test_pass_queue_bounds_concurrency_and_tells_each_waiter_its_place():
+    queue, lock = PassQueue(2), threading.Lock()
+    running, most, places = [0], [0], {}
+
+    def one(name: str) -> None:
+        with queue.turn(lambda place: places.setdefault(name, []).append(place)):
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            time.sleep(0.3)
+            with lock:
+                running[0] -= 1
+
+    threads = [threading.Thread(target=one, args=(f"s{i}",)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.02)  # arrive in order
+    for thread in threads:
+        thread.join()
+    assert most[0] == 2
+    assert (queue.running, queue.waiting) == (0, 0)
+    assert "s0" not in places and "s1" not in places  # free slots: no waiting, no notice
+    assert places["s2"][0] == 1 and places["s5"][0] == 4  # first come, first served
+    assert all(p == sorted(p, reverse=True) for p in places.values())  # a place only ever improves
+
+
+def test_a_waiter_that_gives_up_leaves_the_line():
+    queue, started = PassQueue(1), threading.Event()
+
+    class Stop(Exception):
+        pass
+
+    def quit_when_told(place: int) -> None:
+        raise Stop
+
+    def hold() -> None:
+        with queue.turn():
+            started.set()
+            time.sleep(0.3)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    started.wait()
+    with pytest.raises(Stop):
+        with queue.turn(quit_when_told):
+            pass
+    assert queue.waiting == 0
+    holder.join()
+    with queue.turn():  # the slot comes free again
+        assert queue.running == 1
+
+
+@pytest.mark.parametrize("mark", MARKS)
+def test_error_messages_quote_a_model_id_literally(mark, monkeypatch):
+    """The hub id is user text: the message escapes every mark (literal()) so no image, link, colour or
+    maths can render; a browser test checks the rendered DOM (tests/test_hostile.py)."""
+    from ui.shell import literal
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    at = run_page(model=f"hub:{mark}", text="hi")
+    assert not at.exception
+    bodies = [e.value for e in at.error]
+    assert bodies and all(literal(f"hub:{mark}") in b or literal(mark) in b for b in bodies), bodies
+    assert all("](" not in b.replace("\\](", "") for b in bodies)
+
+
+def test_public_mode_serves_the_list_only(monkeypatch):
+    monkeypatch.setenv("ATLAS_PUBLIC", "1")
+    monkeypatch.setenv("ATLAS_ALLOWED_MODELS", "gpt2")
+    at = run_page(model="path:/etc", text="hello", max_tokens=5000)
+    assert not at.exception and not at.error
+    assert at.selectbox(key="model_choice").value == "minilm"
+    options = " · ".join(at.selectbox(key="model_choice").options)
+    assert "gpt2 (hub)" in options  # the allowlist
+    assert "Local model directory" not in options and "Other Hugging Face hub model" not in options
+    assert any("only offers the models listed here" in w.value for w in at.warning)
+    assert at.number_input(key="max_tokens").value == 1024  # the per-session cap, not the URL's 5,000
+    assert at.number_input(key="max_tokens").proto.max == 1024
+
+
+def test_public_mode_hides_library_messages_that_may_name_server_paths(monkeypatch):
+    monkeypatch.setenv("ATLAS_PUBLIC", "1")
+    import ui.shell as shell
+
+    def broken(*args, **kwargs):
+        raise OSError("[Errno 2] No such file: '/srv/secret/model.safetensors'")
+
+    monkeypatch.setattr(shell, "build_trace", broken)
+    at = run_page(model="minilm", text="a text no test has traced before: public-mode-error")
+    assert problems(at) and all("/srv/secret" not in p for p in problems(at))
+    assert any("OSError" in p and "details are in the server" in p for p in problems(at))
