@@ -27,3 +27,23 @@ def minilm():
 @pytest.fixture(scope="session")
 def smollm2():
     return load_model("smollm2")
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    from tests.browser import running_app
+
+    with running_app() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()

@@ -97,8 +97,8 @@ def test_a_damaged_smollm2_conversion_is_converted_again(tmp_path, monkeypatch):
         damage()
         assert why in M.conversion_damage(target)
         assert M.needs_slow_first_load("smollm2")
-        heard = []
-        assert M.smollm2_dir(lambda done, what: heard.append(what)) == target
+        heard: list[str] = []
+        assert M.smollm2_dir(lambda done, what, heard=heard: heard.append(what)) == target
         assert why in heard[0] and "converting it again" in heard[0]
         assert M.conversion_damage(target) is None and not M.needs_slow_first_load("smollm2")
     assert len(conversions) == 1 + len(damages)

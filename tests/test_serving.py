@@ -24,7 +24,12 @@ def test_policy_from_environment():
     public = ServingPolicy.from_env({"ATLAS_PUBLIC": "1", "ATLAS_ALLOWED_MODELS": "gpt2, org/m ,gpt2"})
     assert public == ServingPolicy(True, ("gpt2", "org/m"), max_tokens=1024, concurrent_passes=2)
     tuned = ServingPolicy.from_env({"ATLAS_PUBLIC": "yes", "ATLAS_MAX_TOKENS": "256", "ATLAS_CONCURRENT_PASSES": "x"})
-    assert (tuned.max_tokens, tuned.concurrent_passes, tuned.token_cap(8192), tuned.token_cap(128)) == (256, 2, 256, 128)
+    assert (tuned.max_tokens, tuned.concurrent_passes, tuned.token_cap(8192), tuned.token_cap(128)) == (
+        256,
+        2,
+        256,
+        128,
+    )
     catalog = {"minilm": None}
     for key in ("minilm", "hub:gpt2"):
         public.check_model(key, catalog)

@@ -110,6 +110,7 @@ URL_KEYS = {
     "ablate_heads": _heads,
 }
 MAX_TOKENS_RANGE = (4, 32_768)  # the model's own position limit applies too (SmolLM2: 8,192)
+TEXT_LIMIT = 200_000  # characters the text box takes (Max tokens bounds the work, this the session state)
 URL_TEXT_LIMIT = 2_000  # longer texts stay in the session but not in the link (browsers and servers cap URLs)
 
 
@@ -329,7 +330,9 @@ def sidebar() -> str:
         st.selectbox(
             "Examples", examples, index=None, placeholder="Load an example…", key="example", on_change=_set_example
         )
-        st.text_area("Text", key="text", height=100, max_chars=200_000)
+        st.text_area("Text", key="text", height=100, max_chars=TEXT_LIMIT)
+        if len(st.session_state["text"]) >= TEXT_LIMIT:  # the browser cut a longer paste without a word
+            st.caption(f"The text box holds at most {TEXT_LIMIT:,} characters: the rest of the paste was not kept.")
         if len(st.session_state["text"]) > URL_TEXT_LIMIT:
             st.caption("This text is too long for the page's link: a copied URL will not carry it.")
         if entry is None or entry.family == ENCODER_DECODER:
