@@ -37,7 +37,8 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def running_app(**env: str):
-    """`streamlit run app.py` on a free port, with extra environment variables; yields its URL."""
+    """`streamlit run app.py` on a free port, with extra environment variables; yields its URL
+    (and sets `running_app.pid` to the server's process id, for memory figures)."""
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true"],
@@ -47,6 +48,7 @@ def running_app(**env: str):
         stderr=subprocess.DEVNULL,
     )
     url = f"http://localhost:{port}"
+    running_app.pid = proc.pid
     try:
         for _ in range(120):
             try:
@@ -80,3 +82,44 @@ def wait_until_idle(page) -> None:
         timeout=120_000,
     )
     page.wait_for_timeout(300)
+
+
+# Distinct one-token words: session i's text names WORDS[i], so its map must show that word and no other's.
+WORDS = ("cat", "dog", "bird", "fish", "horse", "cow", "lion", "tiger", "bear", "wolf", "fox", "duck", "goat")
+WORDS += ("sheep", "mouse", "frog", "snake", "owl", "bee", "ant")
+
+
+def concurrent_sessions(url: str, model: str, sessions: int, timeout_s: float = 600, first_word: int = 0) -> list[dict]:
+    """Open `sessions` browser sessions at once, each with its own text, and wait for each first map.
+
+    Returns per session: seconds from navigation to its first heatmap, the animal words its map shows,
+    and any traceback or error box. Runs asyncio Playwright so the sessions really overlap."""
+    import asyncio
+    import urllib.parse
+
+    from playwright.async_api import async_playwright
+
+    async def one(browser, i: int) -> dict:
+        page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+        text = f"the {WORDS[i]} sat on the mat"
+        start = time.perf_counter()
+        page.set_default_timeout(timeout_s * 1000)  # 16 sessions on 2 cores take longer than 30 s to load
+        await page.goto(f"{url}/?{urllib.parse.urlencode({'model': model, 'text': text})}")
+        await page.wait_for_selector(".js-plotly-plot .heatmaplayer")
+        seconds = time.perf_counter() - start
+        labels = await page.locator(".js-plotly-plot").first.inner_text()
+        boxes = page.locator("[data-testid=stException], [data-testid=stAlertContentError]")
+        errors = await boxes.all_inner_texts()
+        await page.close()
+        shown = {word for word in WORDS if word in labels.split()}
+        return dict(session=i, word=WORDS[i], seconds=round(seconds, 2), words_shown=sorted(shown), errors=errors)
+
+    async def run() -> list[dict]:
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                return await asyncio.gather(*(one(browser, first_word + i) for i in range(sessions)))
+            finally:
+                await browser.close()
+
+    return asyncio.run(run())

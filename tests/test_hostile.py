@@ -185,3 +185,14 @@ def test_public_mode_refuses_directories_and_free_hub_ids_in_the_browser(chromiu
             assert "only offers the models listed here" in sidebar
             page.wait_for_selector(".js-plotly-plot .heatmaplayer")  # the default model's map instead
             assert "/etc" not in page.inner_text("[data-testid=stMain]")
+
+
+@pytest.mark.parametrize("model, sessions", [("minilm", 16), ("smollm2", 8)])
+def test_concurrent_sessions_each_see_their_own_text(app_url, model, sessions):
+    """Issue 10's load test, bounded: sessions at once on one server, each with its own text
+    (timings and memory: bench/bench_load.py, figures in bench/RESULTS.md)."""
+    from tests.browser import concurrent_sessions
+
+    for result in concurrent_sessions(app_url, model, sessions):
+        assert result["errors"] == [], result
+        assert result["words_shown"] == [result["word"]], result
