@@ -9,6 +9,8 @@ of user text, and user text quoted in a message shown literally.
 from __future__ import annotations
 
 import os
+import re
+import time
 import urllib.parse
 
 import pytest
@@ -196,3 +198,29 @@ def test_concurrent_sessions_each_see_their_own_text(app_url, model, sessions):
     for result in concurrent_sessions(app_url, model, sessions):
         assert result["errors"] == [], result
         assert result["words_shown"] == [result["word"]], result
+
+
+def test_public_mode_queues_forward_passes_and_tells_each_user_their_place(chromium):
+    """ATLAS_CONCURRENT_PASSES=1: three SmolLM2 sessions with 1,000-token texts arrive together; the
+    later ones see their place in line, then their own map."""
+    with running_app(ATLAS_PUBLIC="1", ATLAS_CONCURRENT_PASSES="1") as url:
+        warm = open_page(chromium, f"{url}/?model=smollm2&text=warm")  # the model loads outside the queue
+        wait_until_idle(warm)
+        pages = []
+        for word in ("cat", "dog", "bird"):
+            page = chromium.new_page()
+            text = f"the {word} sat on the mat. " * 140
+            page.goto(f"{url}/?{urllib.parse.urlencode({'model': 'smollm2', 'text': text})}", wait_until="commit")
+            pages.append(page)
+        told: dict[int, set[str]] = {i: set() for i in range(3)}
+        deadline = time.time() + 240
+        while time.time() < deadline and not all(p.locator(".js-plotly-plot .heatmaplayer").count() for p in pages):
+            for i, page in enumerate(pages):
+                told[i].update(re.findall(r"you are number (\d+) in line", page.inner_text("body")))
+            pages[0].wait_for_timeout(100)
+        assert all(p.locator(".js-plotly-plot .heatmaplayer").count() for p in pages)
+        assert set().union(*told.values()) >= {"1"}, told  # somebody waited and was told so
+        assert any("2" in places for places in told.values()) or sum(bool(t) for t in told.values()) >= 2, told
+        for word, page in zip(("cat", "dog", "bird"), pages, strict=True):
+            assert "in line" not in page.inner_text("body")  # the notice goes once the pass runs
+            assert word in page.locator(".js-plotly-plot").first.inner_text()
