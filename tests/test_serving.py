@@ -130,3 +130,12 @@ def test_public_mode_hides_library_messages_that_may_name_server_paths(monkeypat
     at = run_page(model="minilm", text="a text no test has traced before: public-mode-error")
     assert problems(at) and all("/srv/secret" not in p for p in problems(at))
     assert any("OSError" in p and "details are in the server" in p for p in problems(at))
+
+
+def test_generation_on_the_alignment_page_stays_within_max_tokens_and_says_so():
+    text = "the cat sat on the mat " * 5  # 30 SmolLM2 tokens
+    at = run_page("pages/4_Alignment.py", model="smollm2", text=text, max_tokens=36)
+    at.slider(key="continuation").set_value(16).run()
+    assert problems(at) == []
+    notes = [c.value for c in at.caption if "left room for" in c.value]
+    assert notes and "Max tokens (36) left room for" in notes[0] and "of the 16 tokens" in notes[0], notes

@@ -307,7 +307,8 @@ def _extend(loaded: LoadedModel, inputs: _Inputs, limit: int, continuation: int,
             sequence = [start, *labels]
         else:
             t0 = time.perf_counter()
-            generated = model.generate(**inputs.enc, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, num_beams=1)
+            steps = min(MAX_NEW_TOKENS, limit)  # the output, too, stays within Max tokens
+            generated = model.generate(**inputs.enc, max_new_tokens=steps, do_sample=False, num_beams=1)
             inputs.timings["generate"] = (time.perf_counter() - t0) * 1000
             sequence = generated[0].tolist()
         inputs.tokens["decoder_input"] = token_seq(tokenizer, sequence[:-1])
