@@ -95,6 +95,7 @@ def concurrent_sessions(url: str, model: str, sessions: int, timeout_s: float = 
     Returns per session: seconds from navigation to its first heatmap, the animal words its map shows,
     and any traceback or error box. Runs asyncio Playwright so the sessions really overlap."""
     import asyncio
+    import concurrent.futures
     import urllib.parse
 
     from playwright.async_api import async_playwright
@@ -122,4 +123,6 @@ def concurrent_sessions(url: str, model: str, sessions: int, timeout_s: float = 
             finally:
                 await browser.close()
 
-    return asyncio.run(run())
+    # A thread of its own: a sync Playwright (the module's `chromium` fixture) keeps a loop running here.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, run()).result()
