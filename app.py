@@ -4,7 +4,9 @@ import streamlit as st
 
 from ui import shell
 from viz import figures
-from viz.tokens import matrix_view
+from viz.tokens import matrix_view, special_share
+
+PALE_SHARE = 0.5  # above this share of attention on special tokens, the rest of a map is near white
 
 shell.page_setup("Attention maps")
 st.markdown(
@@ -21,13 +23,21 @@ options = shell.token_options()
 rows, cols = trace.stack_tokens(stack_name)
 zoom = shell.zoom_picker(rows, cols)
 forbidden = stack.forbidden(layer)
+head_weights = stack.attention(layer, head)
 views = {
-    f"Layer {layer}, head {head}": matrix_view(stack.attention(layer, head), rows, cols, forbidden, options),
+    f"Layer {layer}, head {head}": matrix_view(head_weights, rows, cols, forbidden, options),
     f"Layer {layer}, mean over {stack.n_heads} heads": matrix_view(
         stack.head_mean(layer), rows, cols, forbidden, options
     ),
 }
 shown = shell.heatmaps_side_by_side(views, ["head_map", "mean_map"], zoom)
+share = special_share(head_weights, cols)
+if share >= PALE_SHARE and not options.hide_special:
+    st.caption(
+        f"{share:.0%} of this head's attention goes to special tokens, which sets the colour scale's top and "
+        "leaves the rest of the map pale: tick **Hide special tokens** and **Renormalise rows** in Token "
+        "options to spread the colours over the other tokens."
+    )
 if stack.causal:
     st.caption("Grey cells are masked: a causal decoder may not attend to later tokens.")
 st.caption("Each row is one token attending; its weights over the columns sum to 1.")

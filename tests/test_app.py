@@ -243,3 +243,27 @@ def test_pca_names_smollm2s_massive_activation_and_can_leave_it_out():
     at.checkbox(key="pca_leave_out").check().run()
     assert problems(at) == [] and first_axis_share(at) <= 0.9
     assert at.query_params["pca_leave_out"] == "True"
+
+
+def test_a_map_washed_out_by_special_tokens_says_how_to_see_the_rest():
+    """Issue 9 item 5: at ~200 tokens [CLS]/[SEP] columns take most of a head's attention and the map
+    looks white. The page names the share (the model's own number) and the options that fix it."""
+    from viz.models import load_model
+    from viz.trace import build_trace
+
+    text = "The quick brown fox jumps over the lazy dog while the cat sleeps on the warm mat near the door. " * 9
+    trace = build_trace(load_model("minilm"), text, None, 512)
+    weights, seq = trace.stacks["encoder"].attention(4, 5), trace.tokens["source"]
+    share = float(weights[:, seq.special].sum(axis=1).mean())
+    assert share > 0.5
+    at = run_page(model="minilm", text=text, layer=4, head=5)
+    assert problems(at) == []
+    notes = [c.value for c in at.caption if "goes to special tokens" in c.value]
+    assert notes and notes[0].startswith(f"{share:.0%} of this head's attention")
+    washed = plotly_specs(at)[0]["data"][0]["zmax"]
+    at.checkbox(key="hide_special").check().run()
+    at.checkbox(key="renormalize").check().run()
+    assert not [c for c in at.caption if "goes to special tokens" in c.value]
+    assert plotly_specs(at)[0]["data"][0]["zmax"] < washed  # the colours now span the other tokens
+    quiet = run_page(model="minilm", text=text, layer=0, head=0)  # 2 % on special tokens: no note
+    assert not [c for c in quiet.caption if "goes to special tokens" in c.value]

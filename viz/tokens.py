@@ -172,6 +172,13 @@ def _groups(seq: TokenSeq, keep: np.ndarray, merge: bool) -> list[list[int]]:
     return groups
 
 
+def special_share(weights: np.ndarray, cols: TokenSeq) -> float:
+    """The share of a map's attention that goes to special-token columns ([CLS], [SEP], </s>),
+    averaged over its rows. Where it is large those columns hold the colour scale's top and the
+    rest of the map looks white."""
+    return float(np.asarray(weights)[:, cols.special].sum(axis=1).mean()) if cols.special.any() else 0.0
+
+
 def matrix_view(
     weights: np.ndarray, rows: TokenSeq, cols: TokenSeq, masked: np.ndarray, options: TokenOptions
 ) -> MatrixView:
