@@ -591,16 +591,16 @@ def token_options(merge: bool = True) -> TokenOptions:
 
 def downloads(views: dict[str, MatrixView], trace: Trace) -> None:
     """A CSV per matrix on screen and the whole Trace as NPZ (each built only when clicked)."""
-    columns = st.columns(len(views) + 2)
-    for column, (name, view) in zip(columns, views.items(), strict=False):
-        column.download_button(
+    row = st.container(horizontal=True)  # buttons at their own width, wrapping: long names never overlap
+    for name, view in views.items():
+        row.download_button(
             f"{name} (CSV)",
             data=lambda v=view: export.matrix_csv(v.weights, v.row_labels, v.col_labels),
             file_name=re.sub(r"\W+", "-", name).strip("-").lower() + ".csv",
             mime="text/csv",
             key=f"csv_{name}",
         )
-    columns[len(views)].download_button(
+    row.download_button(
         "Whole trace (NPZ)",
         data=lambda: export.trace_npz(trace),
         file_name="trace.npz",

@@ -1,0 +1,93 @@
+"""Issue 9: every page at 1440×900 and 390×844 with no overlapping text.
+
+Each page is opened in Chromium at both sizes and every piece of text is measured: Streamlit's own
+text (titles, captions, labels, messages) must not overlap other text, and in every plotly figure the
+title, axis titles, tick labels, legend and annotations must not overlap each other. Set
+ATLAS_SCREENSHOTS=<folder> to keep a full-page screenshot of each.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.browser import CHROMIUM, wait_until_idle
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed"),
+]
+SENTENCE = "model=minilm&text=The+cat+sat+on+the+mat+because+it+was+warm."
+PAGES = {
+    "Attention_maps": f"/?{SENTENCE}",
+    "Model_view": f"/Model_view?{SENTENCE}",
+    "bertviz": f"/bertviz?{SENTENCE}",
+    "Neuron_view": f"/Neuron_view?{SENTENCE}",
+    "Alignment": "/Alignment?model=dates&text=the+3rd+of+march+1999",
+    "Predictions": "/Predictions?model=smollm2&text=The+capital+of+France+is",
+    "Hidden_states": "/Hidden_states?model=smollm2&text=The+capital+of+France+is",
+    "Head_roles": f"/Head_roles?{SENTENCE}",
+    "Encoder_vs_decoder": "/Encoder_vs_decoder?text=The+cat+sat+on+the+mat.",
+    "Head_ablation": f"/Head_ablation?{SENTENCE}&ablate_heads=encoder:0:1",
+    "Guided_walk": "/Guided_walk?model=dates&text=the+3rd+of+march+1999&walk_step=2",
+}
+
+# Text boxes that overlap by more than a pixel each way: Streamlit text among itself, and within each
+# plotly figure between its groups (title, axis titles, ticks, legend, annotations). Rotated tick labels
+# are compared with other groups only: their axis-aligned boxes overlap each other while the glyphs don't.
+OVERLAPS = """() => {
+  const visible = r => r.width > 1 && r.height > 1;
+  const hit = (a, b) => Math.min(a.right, b.right) - Math.max(a.left, b.left) > 1
+                     && Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top) > 1;
+  const found = [];
+  // Streamlit's text: the boxes of the glyphs themselves (a text node's range), not of the elements,
+  // whose padding and label rows legitimately overlap their neighbours.
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  const own = [];
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const e = n.parentElement;
+    if (!n.textContent.trim() || !e.closest('[data-testid=stMain], [data-testid=stSidebar]')) continue;
+    if (e.closest('.js-plotly-plot, iframe, [data-testid=stDataFrame], [data-testid=stTable], svg')) continue;
+    if (!e.checkVisibility({checkOpacity: true, checkVisibilityCSS: true})) continue;
+    const range = document.createRange();
+    range.selectNodeContents(n);
+    for (const r of range.getClientRects()) if (visible(r)) own.push({n, t: n.textContent, r});
+  }
+  for (let i = 0; i < own.length; i++)
+    for (let j = i + 1; j < own.length; j++)
+      if (own[i].n !== own[j].n && hit(own[i].r, own[j].r)) found.push([own[i].t.slice(0, 40), own[j].t.slice(0, 40)]);
+  const groups = {title: '.gtitle', xtitle: '.xtitle', ytitle: '.ytitle', xtick: '.xtick text',
+                  ytick: '.ytick text', legend: '.legendtext', note: '.annotation-text'};
+  for (const plot of document.querySelectorAll('.js-plotly-plot')) {
+    const boxes = Object.entries(groups).flatMap(([g, sel]) => [...plot.querySelectorAll(sel)]
+      .map(e => ({g, t: e.textContent, r: e.getBoundingClientRect()}))).filter(x => visible(x.r) && x.t.trim());
+    for (let i = 0; i < boxes.length; i++)
+      for (let j = i + 1; j < boxes.length; j++)
+        if (boxes[i].g !== boxes[j].g && hit(boxes[i].r, boxes[j].r))
+          found.push([boxes[i].g + ': ' + boxes[i].t.slice(0, 30), boxes[j].g + ': ' + boxes[j].t.slice(0, 30)]);
+  }
+  return found;
+}"""
+
+
+@pytest.mark.parametrize("viewport", [(1440, 900), (390, 844)], ids=["1440x900", "390x844"])
+@pytest.mark.parametrize("name", list(PAGES))
+def test_no_text_overlaps_on_any_page(chromium, app_url, name, viewport):
+    page = chromium.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+    try:
+        page.goto(app_url + PAGES[name])
+        wait_until_idle(page)
+        page.wait_for_timeout(1500)  # plotly lays out its labels after the script has finished
+        assert page.locator('[data-testid="stException"]').count() == 0
+        overlaps = page.evaluate(OVERLAPS)
+        if folder := os.environ.get("ATLAS_SCREENSHOTS"):  # the whole page: Streamlit scrolls inside stMain
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            tall = page.evaluate("document.querySelector('[data-testid=stMain]').scrollHeight")
+            page.set_viewport_size({"width": viewport[0], "height": max(viewport[1], tall)})
+            page.wait_for_timeout(1000)
+            page.screenshot(path=f"{folder}/{name}-{viewport[0]}x{viewport[1]}.png")
+        assert overlaps == [], overlaps
+    finally:
+        page.close()
