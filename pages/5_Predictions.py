@@ -10,6 +10,7 @@ import streamlit as st
 from ui import shell
 from viz import figures
 from viz import predictions as P
+from viz.architectures import ENCODER
 
 
 def show_mlm(trace, loaded):
@@ -201,7 +202,7 @@ if loaded.untrained_head:
     )
 elif trace.head in RENDER:
     RENDER[trace.head](trace, loaded)
-elif trace.family == "encoder":
+elif trace.family == ENCODER:
     show_embedding(trace, loaded)
 else:
     st.info("This checkpoint has no task head: it only produces hidden states (see the Hidden states page).")
