@@ -42,13 +42,14 @@ def cpu_seconds(pid: int) -> float:
 
 def phase(model: str, sessions: int) -> dict:
     env = {key: os.environ[key] for key in os.environ if key.startswith("ATLAS_")}
-    with running_app(**env) as url:
+    with running_app(**env) as server:
+        url = server.url
         cold = concurrent_sessions(url, model, 1, first_word=len(WORDS) - 1)[0]["seconds"]  # imports, model load
         alone = concurrent_sessions(url, model, 1, first_word=len(WORDS) - 2)[0]["seconds"]  # warm, one user
-        cpu_before = cpu_seconds(running_app.pid)
+        cpu_before = cpu_seconds(server.pid)
         results = concurrent_sessions(url, model, sessions)
-        server_cpu = cpu_seconds(running_app.pid) - cpu_before
-        rss = peak_rss_gb(running_app.pid)
+        server_cpu = cpu_seconds(server.pid) - cpu_before
+        rss = peak_rss_gb(server.pid)
     seconds = sorted(r["seconds"] for r in results)
     return dict(
         model=model,

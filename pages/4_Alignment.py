@@ -28,10 +28,7 @@ except AtlasError as err:
     st.stop()
 
 if continuation and len(align.outputs) < continuation and len(trace.tokens["source"]) >= trace.token_limit:
-    st.caption(
-        f"Max tokens ({trace.token_limit:,}) left room for {len(align.outputs)} of the {continuation} tokens "
-        "asked for: raise it in the sidebar to generate more."
-    )
+    shell.say_cut(trace.token_limit, len(align.outputs), continuation)
 output_text = shell.current_model().tokenizer.decode(align.outputs.ids.tolist(), skip_special_tokens=True)
 st.markdown(f"**Output:** {shell.literal(output_text)}")
 st.caption(

@@ -91,10 +91,7 @@ def show_causal(trace, loaded):
             trace.identity, int(n), mode == "sample", float(temperature), int(top_k), int(seed), loaded, trace
         )
         if more.allowed < more.asked:
-            st.caption(
-                f"Max tokens ({trace.token_limit:,}) leaves room for {more.allowed} of the {more.asked} new tokens: "
-                "raise it in the sidebar to continue further."
-            )
+            shell.say_cut(trace.token_limit, more.allowed, more.asked)
         st.markdown(shell.literal(more.prompt) + shell.literal_bold(more.text))
 
 

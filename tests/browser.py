@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from typing import NamedTuple
 
 import pytest
 
@@ -35,10 +36,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class Server(NamedTuple):
+    url: str
+    pid: int  # for memory and CPU figures (bench/bench_load.py)
+
+
 @contextlib.contextmanager
 def running_app(**env: str):
-    """`streamlit run app.py` on a free port, with extra environment variables; yields its URL
-    (and sets `running_app.pid` to the server's process id, for memory figures)."""
+    """`streamlit run app.py` on a free port, with extra environment variables; yields the Server."""
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true"],
@@ -48,7 +53,6 @@ def running_app(**env: str):
         stderr=subprocess.DEVNULL,
     )
     url = f"http://localhost:{port}"
-    running_app.pid = proc.pid
     try:
         for _ in range(120):
             try:
@@ -58,7 +62,7 @@ def running_app(**env: str):
                 time.sleep(0.5)
         else:
             pytest.fail("streamlit did not start")
-        yield url
+        yield Server(url, proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=20)

@@ -33,8 +33,8 @@ def smollm2():
 def app_url():
     from tests.browser import running_app
 
-    with running_app() as url:
-        yield url
+    with running_app() as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")

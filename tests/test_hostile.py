@@ -150,13 +150,19 @@ def assert_safe(page, quoted: str | None = None) -> None:
         assert any(quoted in text.replace("\u2060", "") for text in alerts), alerts
 
 
+@pytest.fixture(scope="module")
+def battery_page(chromium, app_url):
+    """One tab for the whole battery: each visit is a new navigation, so a new session."""
+    page = open_page(chromium, app_url)
+    yield page
+    page.close()
+
+
 @pytest.mark.parametrize("case", range(len(BATTERY)))
-def test_hostile_input_leaves_every_page_readable(chromium, app_url, case):
+def test_hostile_input_leaves_every_page_readable(battery_page, app_url, case):
     params = {"model": "minilm", "text": "the cat sat on the mat", **BATTERY[case]}
     page_name = PAGES[case % len(PAGES)]
-    if not hasattr(chromium, "battery_page"):
-        chromium.battery_page = open_page(chromium, app_url)
-    page = chromium.battery_page
+    page = battery_page
     visit(page, f"{app_url}/{page_name}?{urllib.parse.urlencode(params)}")
     markdown_id = params["model"][4:] if params["model"][4:] in MARKDOWN_IDS else None
     assert_safe(page, quoted=None if page_name == "Encoder_vs_decoder" else markdown_id)  # it has its own pickers
@@ -178,7 +184,8 @@ def test_a_text_too_long_for_a_url_stays_in_the_session_but_out_of_the_link(chro
 
 
 def test_public_mode_refuses_directories_and_free_hub_ids_in_the_browser(chromium):
-    with running_app(ATLAS_PUBLIC="1") as url:
+    with running_app(ATLAS_PUBLIC="1") as server:
+        url = server.url
         page = open_page(chromium, url)
         for model in ("path:/etc", "hub:![p](http://203.0.113.13/p.png)", "hub:openai-community/gpt2-xl"):
             visit(page, f"{url}/?{urllib.parse.urlencode({'model': model, 'text': 'the cat'})}")
@@ -203,7 +210,8 @@ def test_concurrent_sessions_each_see_their_own_text(app_url, model, sessions):
 def test_public_mode_queues_forward_passes_and_tells_each_user_their_place(chromium):
     """ATLAS_CONCURRENT_PASSES=1: three SmolLM2 sessions with 1,000-token texts arrive together; the
     later ones see their place in line, then their own map."""
-    with running_app(ATLAS_PUBLIC="1", ATLAS_CONCURRENT_PASSES="1") as url:
+    with running_app(ATLAS_PUBLIC="1", ATLAS_CONCURRENT_PASSES="1") as server:
+        url = server.url
         warm = open_page(chromium, f"{url}/?model=smollm2&text=warm")  # the model loads outside the queue
         wait_until_idle(warm)
         pages = []

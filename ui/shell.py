@@ -699,6 +699,14 @@ def current_model() -> LoadedModel:
     return cached_model(ss["model"], ss["device"], ss["dtype"])
 
 
+def say_cut(limit: int, made: int, asked: int) -> None:
+    """Generation stopped at Max tokens (prompt + new tokens): say how much of what was asked fitted."""
+    st.caption(
+        f"Max tokens ({limit:,}) left room for {made} of the {asked} tokens asked for: raise it in the sidebar "
+        "to generate more."
+    )
+
+
 def variant(**changes) -> Trace:
     """The page's Trace input run again with some options changed (e.g. `ablate=...`), cached alike."""
     args = {**st.session_state["current_trace_args"], **changes}
