@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bertviz import head_view, model_view
 
 from viz.trace import AttentionStack, Trace
 
@@ -99,6 +98,8 @@ ONE_LAYER_CONTROL = "<style>span:has(> select#layer) { display: none; }</style>"
 
 def head_view_html(trace: Trace, layer: int = 0) -> str:
     """bertviz head view of one layer (our own layer slider picks it; keeps the page small)."""
+    from bertviz import head_view  # with IPython ~0.25 s to import: paid when a view is drawn, not at start
+
     html = head_view(**_arguments(trace), include_layers=[layer], prettify_tokens=False, html_action="return")
     return _offline(html.data).replace("</head>", ONE_LAYER_CONTROL + "</head>", 1)
 
@@ -112,4 +113,6 @@ def drawn_height(trace: Trace, view: str) -> int:
 
 def model_view_html(trace: Trace) -> str:
     """bertviz model view: every layer and head as thumbnails."""
+    from bertviz import model_view
+
     return _offline(model_view(**_arguments(trace), prettify_tokens=False, html_action="return").data)

@@ -7,13 +7,14 @@ import json
 from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 
 from viz.trace import AttentionStack, Trace
 
 
 def matrix_csv(weights: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str]) -> bytes:
     """Rows = attending tokens, columns = attended tokens; positions kept so repeated tokens stay apart."""
+    import pandas as pd  # ~0.4 s to import: paid on the first download, not before the first page draws
+
     frame = pd.DataFrame(
         weights,
         index=pd.Index([f"{i}:{t}" for i, t in enumerate(row_labels)], name="query"),
