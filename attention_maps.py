@@ -1,15 +1,20 @@
 """Attention Atlas -- first page: one head's attention map beside the mean over heads."""
 
-import numpy as np
 import streamlit as st
 
-from ui import shell
-from viz import figures
-from viz.tokens import matrix_view, special_share
+from ui.cold_start import importing_stack
 
+TITLE = "Attention maps"
 PALE_SHARE = 0.5  # above this share of attention on special tokens, the rest of a map is near white
 
-shell.page_setup("Attention maps")
+with importing_stack(TITLE):  # the first page a fresh server shows: draw something while torch imports
+    import numpy as np
+
+    from ui import shell
+    from viz import figures
+    from viz.tokens import matrix_view, special_share
+
+shell.page_setup(TITLE)
 st.markdown(
     "Each map is one **attention head** of the model reading your text: row *i* is token *i* looking back "
     "at the tokens in the columns, with weights that sum to 1. Try another layer or head, hover a cell, or "

@@ -39,12 +39,12 @@ def main() -> None:
     report = {"model": args.model, "tokens": args.tokens, "rss_at_start_gb": round(start_rss / 2**30, 2), "pages": {}}
     with PeakRSS() as overall:
         for page, _ in PAGES:
-            at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=900)
+            at = AppTest.from_file(str(ROOT / "attention_maps.py"), default_timeout=900)
             for key, value in dict(model=args.model, text=text, max_tokens=args.tokens).items():
                 at.query_params[key] = str(value)
             t0 = time.perf_counter()
             at.run()
-            if page != "app.py":
+            if page != "attention_maps.py":
                 at.switch_page(page).run()
             seconds = time.perf_counter() - t0
             captions = [c.value for c in at.caption if "tokens (limit" in c.value]

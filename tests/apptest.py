@@ -11,13 +11,13 @@ from streamlit.testing.v1 import AppTest
 from tests.conftest import ROOT
 
 
-def run_page(page: str = "app.py", **params) -> AppTest:
-    """Run app.py (switching to `page`) with URL query parameters preset, as a copied URL would."""
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+def run_page(page: str = "attention_maps.py", **params) -> AppTest:
+    """Run the first page (switching to `page`) with URL query parameters preset, as a copied URL would."""
+    at = AppTest.from_file(str(ROOT / "attention_maps.py"), default_timeout=300)
     for key, value in params.items():
         at.query_params[key] = str(value)
     at.run()
-    if page != "app.py":
+    if page != "attention_maps.py":
         at.switch_page(page).run()
     return at
 

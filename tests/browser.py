@@ -42,11 +42,12 @@ class Server(NamedTuple):
 
 
 @contextlib.contextmanager
-def running_app(**env: str):
-    """`streamlit run app.py` on a free port, with extra environment variables; yields the Server."""
+def running_app(script: str = "app.py", **env: str):
+    """`streamlit run app.py` (or another script) on a free port, with extra environment variables;
+    yields the Server."""
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true"],
+        [sys.executable, "-m", "streamlit", "run", script, "--server.port", str(port), "--server.headless", "true"],
         cwd=ROOT,
         env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
         stdout=subprocess.DEVNULL,

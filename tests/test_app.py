@@ -101,7 +101,13 @@ def test_sessions_sharing_the_cached_model_see_only_their_own_text():
 
 @pytest.mark.parametrize(
     "page",
-    ["app.py", "pages/2_bertviz.py", "pages/3_Neuron_view.py", "pages/6_Hidden_states.py", "pages/1_Model_view.py"],
+    [
+        "attention_maps.py",
+        "pages/2_bertviz.py",
+        "pages/3_Neuron_view.py",
+        "pages/6_Hidden_states.py",
+        "pages/1_Model_view.py",
+    ],
 )
 def test_hand_edited_url_cannot_break_a_page(page):
     junk = dict(
@@ -171,7 +177,7 @@ ROUND_TRIPS = [
         "The cat sat on the mat.",
         [("multiselect", "ablate_heads", [("encoder", 0, 1), ("encoder", 2, 3)])],
     ),
-    ("app.py", "minilm", "The cat sat on the mat.", [("checkbox", "own_scale", True)]),
+    ("attention_maps.py", "minilm", "The cat sat on the mat.", [("checkbox", "own_scale", True)]),
     (
         "pages/7_Head_roles.py",
         "minilm",
@@ -228,7 +234,7 @@ def test_url_round_trip(page, model, text, changes):
 @pytest.mark.parametrize(
     "page, params",
     [  # issue 10's reproductions: unknown keys overwrote widget keys and pages raised
-        ("app.py", dict(model="minilm", text="hi", npz="1")),
+        ("attention_maps.py", dict(model="minilm", text="hi", npz="1")),
         ("pages/1_Model_view.py", dict(model="minilm", text="hi", grid="x")),
         ("pages/5_Predictions.py", dict(model="smollm2", text="Hello", seed="1")),
         ("pages/8_Encoder_vs_decoder.py", dict(text="hi", compare_depth="abc")),

@@ -51,7 +51,7 @@ def test_every_page_opens_at_thousands_of_tokens(long_llama, page):
 
 def test_overview_is_the_max_pooled_model_attention_and_zoom_is_full_resolution(long_llama):
     key, loaded = long_llama
-    at = run_page("app.py", model=key, text=TEXT, max_tokens=TOKENS, layer=1, head=4)
+    at = run_page("attention_maps.py", model=key, text=TEXT, max_tokens=TOKENS, layer=1, head=4)
     assert problems(at) == []
     trace = build_trace(loaded, TEXT, max_tokens=TOKENS)
     reference = eager_attentions(loaded, trace)["decoder"][1, 4]
@@ -158,7 +158,7 @@ def test_trace_cache_budget_and_sizes_shown(monkeypatch):
     monkeypatch.setenv("ATLAS_TRACE_CACHE_GB", "0.5")
     shell.trace_cache.clear()
     try:
-        at = run_page("app.py", model="minilm", text="The cat sat on the mat.")
+        at = run_page("attention_maps.py", model="minilm", text="The cat sat on the mat.")
         assert problems(at) == []
         caption = next(c.value for c in at.caption if "trace" in c.value)
         assert "cpu: trace 0.4 MB, cache 0.4 MB of 0.50 GB" in caption and "limit 256" in caption

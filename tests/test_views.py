@@ -16,7 +16,7 @@ from viz.tokens import TokenOptions, TokenSeq, crop_view, matrix_view, pool_view
 from viz.trace import build_trace
 
 VIEW_PAGES = [
-    "app.py",
+    "attention_maps.py",
     "pages/1_Model_view.py",
     "pages/2_bertviz.py",
     "pages/3_Neuron_view.py",
@@ -269,12 +269,12 @@ def test_pages_that_need_an_encoder_decoder_offer_one_and_never_take_the_sidebar
     """Reproduction (issue 9): type a sentence, visit the page, go back: model and text must be yours."""
     from viz.models import CATALOG_BY_KEY
 
-    at = run_page("app.py", model="minilm", text="My lecture example.")
+    at = run_page("attention_maps.py", model="minilm", text="My lecture example.")
     at.switch_page(page).run()
     assert problems(at) == [] and any("encoder" in i.value for i in at.info)
     assert at.selectbox(key="model_choice").value == "minilm"
     assert at.text_area(key="text").value == "My lecture example."
-    at.switch_page("app.py").run()
+    at.switch_page("attention_maps.py").run()
     assert at.selectbox(key="model_choice").value == "minilm"
     assert at.text_area(key="text").value == "My lecture example."
     assert at.query_params["model"] == "minilm" and at.query_params["text"] == "My lecture example."

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import numpy as np
@@ -16,6 +16,7 @@ import streamlit as st
 import torch
 import transformers
 
+from ui.cold_start import page_config
 from viz import export, figures, predictions
 from viz.architectures import ENCODER_DECODER
 from viz.bertviz_views import head_view_html, model_view_html
@@ -44,7 +45,7 @@ transformers.utils.logging.disable_progress_bar()
 log = logging.getLogger("attention_atlas")
 
 PAGES = (
-    ("app.py", "Attention maps"),
+    ("attention_maps.py", "Attention maps"),
     ("pages/1_Model_view.py", "Model view (all heads)"),
     ("pages/2_bertviz.py", "bertviz head & model view"),
     ("pages/3_Neuron_view.py", "Neuron view (q · k step by step)"),
@@ -243,7 +244,7 @@ PERSISTENT = (
 
 
 def page_setup(title: str) -> None:
-    st.set_page_config(page_title=f"{title} · Attention Atlas", page_icon="🔭", layout="wide")
+    page_config(title)
     _from_url()
     for key in PERSISTENT:
         if key in st.session_state:
@@ -402,15 +403,17 @@ def cached_trace(
     chat: bool = False,
     ablate: tuple[tuple[str, int, int], ...] = (),
     token_ids: tuple[int, ...] = (),
+    tell: bool = True,
 ) -> Trace:
-    """One forward pass per (model, text, options), shared by every page and every session."""
+    """One forward pass per (model, text, options), shared by every page and every session.
+    (`tell=False` outside a page: nobody to tell their place in the queue.)"""
     policy().check_model(key, CATALOG_BY_KEY)
     max_tokens = min(max_tokens, _max_tokens_range()[1])
     args = (key, device, dtype, text, target, max_tokens, continuation, question, chat, ablate, token_ids)
 
     def build() -> Trace:
         loaded = cached_model(key, device, dtype)
-        with _turn():
+        with _turn(tell):
             return build_trace(
                 loaded, text, target or None, max_tokens, continuation, question, chat, ablate, token_ids
             )
@@ -443,6 +446,26 @@ def _safely(message: str, compute):
         st.stop()
 
 
+def trace_args(state: Mapping, continuation: int = 0, question: str = "", chat: bool = False) -> dict:
+    """`cached_trace`'s arguments for the sidebar's state (a session's, or DEFAULTS for a new visitor)."""
+    return dict(
+        key=state["model"],
+        device=state["device"],
+        dtype=state["dtype"],
+        text=state["text"],
+        target=state["target"].strip(),
+        max_tokens=int(state["max_tokens"]),
+        continuation=continuation,
+        question=question.strip(),
+        chat=chat,
+    )
+
+
+def warm_default_trace() -> Trace:
+    """The Trace a visitor with no URL parameters sees first: computed at server start (ui.cold_start)."""
+    return cached_trace(**trace_args(DEFAULTS), tell=False)
+
+
 def current_trace(continuation: int = 0) -> Trace:
     """The sidebar's Trace, or a message and a stopped page.
 
@@ -473,17 +496,7 @@ def current_trace(continuation: int = 0) -> Trace:
                     help="Put the text in the model's chat template, as a user message.",
                 )
             remember("chat")
-        args = dict(
-            key=key,
-            device=ss["device"],
-            dtype=ss["dtype"],
-            text=ss["text"],
-            target=ss["target"].strip(),
-            max_tokens=int(ss["max_tokens"]),
-            continuation=continuation,
-            question=question.strip(),
-            chat=chat,
-        )
+        args = trace_args(ss, continuation, question, chat)
         ss["current_trace_args"] = args
         return cached_trace(**args)
 
@@ -763,7 +776,7 @@ def probe_trace(probe: Probe, ablate: tuple[tuple[str, int, int], ...] = ()) -> 
 
 
 _OPEN_IN = (
-    ("Open in the maps", "app.py"),
+    ("Open in the maps", "attention_maps.py"),
     ("Open in the Neuron view", "pages/3_Neuron_view.py"),
     ("Switch it off in Head ablation", "pages/9_Head_ablation.py"),
 )
