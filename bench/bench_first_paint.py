@@ -1,11 +1,15 @@
 """Benchmark: from `streamlit run app.py` to the first attention map drawn in headless Chromium.
 
-    python3 bench/bench_first_paint.py [--runs 3]
+    python3 bench/bench_first_paint.py [--runs 3] [--baseline DIR]
 
 Each run starts a fresh server process (cold caches, the OS file cache warm as on a re-run) and a
-fresh browser page, and records when the server answers /_stcore/health, when the page's first
-plotly heatmap exists, and when both maps of the first page are drawn. Results in
-bench/results/first_paint.json.
+fresh browser page on a new port (so the browser's cache is cold too), and records when the server
+answers /_stcore/health, when the page's first plotly heatmap exists, and when both maps of the first
+page are drawn. Variants run in turn, so a busy moment hits them alike:
+- "app.py": the README's command (st.App: the model stack is warmed as the server starts);
+- "attention_maps.py": the first page run directly (no warm-up; the page imports the stack itself);
+- with --baseline DIR, DIR's `streamlit run app.py` (e.g. a worktree of an older commit).
+Results in bench/results/first_paint.json.
 """
 
 from __future__ import annotations
@@ -30,12 +34,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def one_run(browser) -> dict:
+def one_run(browser, root: Path, script: str) -> dict:
     port = free_port()
     start = time.perf_counter()
     server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true"],
-        cwd=ROOT,
+        [sys.executable, "-m", "streamlit", "run", script, "--server.port", str(port), "--server.headless", "true"],
+        cwd=root,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -65,12 +69,22 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--baseline", type=Path, help="another checkout whose `streamlit run app.py` to time alike")
     args = parser.parse_args()
+    variants = {"app.py": (ROOT, "app.py"), "attention_maps.py (no warm-up)": (ROOT, "attention_maps.py")}
+    if args.baseline:
+        variants[f"baseline {args.baseline} app.py"] = (args.baseline.resolve(), "app.py")
+    runs: dict[str, list[dict]] = {name: [] for name in variants}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        runs = [one_run(browser) for _ in range(args.runs)]
+        for _ in range(args.runs):
+            for name, (root, script) in variants.items():
+                runs[name].append(one_run(browser, root, script))
         browser.close()
-    report = {"runs": runs, **{f"median_{k}": statistics.median(r[k] for r in runs) for k in runs[0]}}
+    report = {
+        name: {"runs": done, **{f"median_{k}": statistics.median(r[k] for r in done) for k in done[0]}}
+        for name, done in runs.items()
+    }
     print(json.dumps(report, indent=2))
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
     (ROOT / "bench" / "results" / "first_paint.json").write_text(json.dumps(report, indent=2))
