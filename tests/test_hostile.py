@@ -229,7 +229,10 @@ def test_public_mode_queues_forward_passes_and_tells_each_user_their_place(chrom
             for i, page in enumerate(pages):
                 told[i].update(re.findall(r"you are number (\d+) in line", page.inner_text("body")))
             pages[0].wait_for_timeout(100)
-        assert all(p.locator(".js-plotly-plot .heatmaplayer").count() for p in pages)
+        # On a failure, say what each page shows instead (its notices, errors, last text).
+        assert all(p.locator(".js-plotly-plot .heatmaplayer").count() for p in pages), {
+            i: (told[i], p.inner_text("body")[-400:]) for i, p in enumerate(pages)
+        }
         assert set().union(*told.values()) >= {"1"}, told  # somebody waited and was told so
         assert any("2" in places for places in told.values()) or sum(bool(t) for t in told.values()) >= 2, told
         for word, page in zip(("cat", "dog", "bird"), pages, strict=True):
