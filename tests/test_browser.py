@@ -17,6 +17,7 @@ pytestmark = [
 def test_attention_map_draws_offline(chromium, app_url):
     page = open_page(chromium, f"{app_url}/?model=minilm&text=time+flies+like+an+arrow")
     page.wait_for_selector(".js-plotly-plot .heatmaplayer", timeout=120_000)
+    wait_until_idle(page)  # the maps draw as they arrive, the query line a moment after them
     assert page.locator(".js-plotly-plot .heatmaplayer").count() == 2  # the head and the mean over heads
     assert page.locator(".js-plotly-plot .scatterlayer .js-fill").count() == 1  # one query over the context
     assert "time" in page.locator(".js-plotly-plot").first.inner_text()

@@ -216,6 +216,7 @@ def test_public_mode_queues_forward_passes_and_tells_each_user_their_place(chrom
     with running_app(ATLAS_PUBLIC="1", ATLAS_CONCURRENT_PASSES="1") as server:
         url = server.url
         warm = open_page(chromium, f"{url}/?model=smollm2&text=warm")  # the model loads outside the queue
+        warm.wait_for_selector(".js-plotly-plot .heatmaplayer", timeout=120_000)  # loaded, and the server warm
         wait_until_idle(warm)
         pages = []
         for word in ("cat", "dog", "bird"):
