@@ -6,7 +6,7 @@ import streamlit as st
 from ui import shell
 from viz.errors import AtlasError
 from viz.models import CATALOG, CATALOG_BY_KEY
-from viz.tokens import difference_view, matrix_view
+from viz.tokens import difference_view, matrix_view, same_cells
 
 SIDEBAR = "sidebar"  # the sidebar's model and Trace
 SIDES = (("a", "Head A", 0), ("b", "Head B", 1))  # key suffix, title, default head
@@ -56,7 +56,7 @@ for side, (side_trace, stack_name, layer, head) in picked.items():
     title = f"{side.upper()}: {shell.STACK_LABELS[stack_name]}, layer {layer}, head {head}"
     views[title] = matrix_view(weights, rows, cols, stack.forbidden(layer), options)
 (view_a, view_b) = views.values()
-same_tokens = difference_view(view_a, view_b) is not None
+same_tokens = same_cells(view_a, view_b)
 rows, cols = picked["a"][0].stack_tokens(picked["a"][1])
 zoom = shell.zoom_picker(rows, cols) if same_tokens else None
 shown = shell.heatmaps_side_by_side(views, ["beside_a", "beside_b"], zoom)

@@ -17,8 +17,9 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
-import plotly.graph_objects as go
 import streamlit as st
+
+from viz.figures import waiting_figure  # numpy and plotly only
 
 log = logging.getLogger("attention_atlas")
 _stack_imported = threading.Event()  # set once ui.shell (torch, transformers, viz) is fully imported
@@ -43,14 +44,7 @@ def long_lived_imports() -> Iterator[None]:
             gc.enable()
 
 
-def _waiting_figure() -> go.Figure:
-    figure = go.Figure(layout=dict(height=420, xaxis_visible=False, yaxis_visible=False, plot_bgcolor="#f4f6f9"))
-    figure.add_annotation(
-        text="Starting up: importing PyTorch and transformers (first visit since the server started)…",
-        showarrow=False,
-        font=dict(size=14, color="#555"),
-    )
-    return figure
+WAITING = "Starting up: importing PyTorch and transformers (first visit since the server started)…"
 
 
 @contextmanager
@@ -62,7 +56,7 @@ def importing_stack(title: str) -> Iterator[None]:
         return
     page_config(title)
     slot = st.empty()
-    slot.plotly_chart(_waiting_figure(), key="waiting_for_model_stack")
+    slot.plotly_chart(waiting_figure(WAITING), key="waiting_for_model_stack")
     try:
         with long_lived_imports():
             yield

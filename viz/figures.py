@@ -333,3 +333,10 @@ def token_scatter(coords: np.ndarray, labels: Sequence[str], x_range, y_range, t
         yaxis=dict(range=list(y_range), title="PC 2"),
     )
     return fig
+
+
+def waiting_figure(message: str, height: int = 420) -> go.Figure:
+    """An empty chart holding a map's place with a message (it also makes the browser load plotly.js)."""
+    figure = go.Figure(layout=dict(height=height, xaxis_visible=False, yaxis_visible=False, plot_bgcolor="#f4f6f9"))
+    figure.add_annotation(text=message, showarrow=False, font=dict(size=14, color="#555"))
+    return figure

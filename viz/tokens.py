@@ -231,11 +231,16 @@ def matrix_view(
     )
 
 
-def difference_view(a: MatrixView, b: MatrixView) -> MatrixView | None:
-    """a − b cell by cell, when both show the same tokens in the same rows and columns (else None: two
-    tokenizers, or two stacks of different shapes, have no cell-by-cell difference)."""
+def same_cells(a: MatrixView, b: MatrixView) -> bool:
+    """Both views show the same tokens in the same rows and columns (two tokenizers, or two stacks of
+    different shapes, do not)."""
     aligned = a.weights.shape == b.weights.shape and (a.row_groups, a.col_groups) == (b.row_groups, b.col_groups)
-    if not aligned or (a.row_labels, a.col_labels) != (b.row_labels, b.col_labels):
+    return aligned and (a.row_labels, a.col_labels) == (b.row_labels, b.col_labels)
+
+
+def difference_view(a: MatrixView, b: MatrixView) -> MatrixView | None:
+    """a − b cell by cell, when `same_cells(a, b)`; else None (no cell-by-cell difference)."""
+    if not same_cells(a, b):
         return None
     return replace(a, weights=a.weights - b.weights, masked=a.masked | b.masked, quantity=f"difference of {a.quantity}")
 
