@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from typing import NamedTuple
@@ -46,12 +47,13 @@ def running_app(script: str = "app.py", **env: str):
     """`streamlit run app.py` (or another script) on a free port, with extra environment variables;
     yields the Server."""
     port = _free_port()
+    log = tempfile.TemporaryFile(mode="w+")  # the server's output, printed if the test fails
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", script, "--server.port", str(port), "--server.headless", "true"],
         cwd=ROOT,
         env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://localhost:{port}"
     try:
@@ -64,9 +66,14 @@ def running_app(script: str = "app.py", **env: str):
         else:
             pytest.fail("streamlit did not start")
         yield Server(url, proc.pid)
+    except BaseException:
+        log.seek(0)
+        print(f"--- streamlit run {script} ({env}) printed:\n{log.read()[-6000:]}")
+        raise
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+        log.close()
 
 
 def open_page(chromium, url: str):

