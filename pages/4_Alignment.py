@@ -5,7 +5,7 @@ import streamlit as st
 
 from ui import shell
 from viz.alignment import alignment
-from viz.architectures import DECODER, ENCODER
+from viz.architectures import ENCODER
 from viz.errors import AtlasError
 from viz.models import CATALOG_BY_KEY
 from viz.tokens import matrix_view
@@ -15,20 +15,13 @@ entry = CATALOG_BY_KEY.get(st.session_state.get("model_choice", ""))
 if entry is not None and entry.family == ENCODER:
     shell.offer_model("dates", 0, "Alignment needs a model that writes output; the sidebar's model is an encoder.")
 
-continuation = 0
-if entry is not None and entry.family == DECODER:
-    shell.clamp("continuation", 1, 64, 16)
-    continuation = st.slider("Tokens to generate after the prompt", 1, 64, 16, key="continuation")
-    shell.remember("continuation")
-trace = shell.current_trace(continuation=continuation)
+trace = shell.current_trace(generate=True)
 try:
     align = alignment(trace)
 except AtlasError as err:
     shell.say(st.warning, "{message}", message=err)
     st.stop()
 
-if continuation and len(align.outputs) < continuation and len(trace.tokens["source"]) >= trace.token_limit:
-    shell.say_cut(trace.token_limit, len(align.outputs), continuation)
 output_text = shell.current_model().tokenizer.decode(align.outputs.ids.tolist(), skip_special_tokens=True)
 st.markdown(f"**Output:** {shell.literal(output_text)}")
 st.caption(

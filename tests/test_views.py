@@ -1,6 +1,7 @@
 """Attention views: every number comes from the Trace, and matches independent references."""
 
 import re
+from html import unescape
 
 import numpy as np
 import pytest
@@ -530,3 +531,20 @@ def test_split_characters_show_their_bytes_and_the_completing_piece_the_characte
         "I", "love", "⟨F0 9F⟩", "⟨A4⟩", "🤗", "and", "⟨E6⟩", "⟨97⟩", "日", "本", "⟨E8⟩", "⟨AA⟩", "語", ",", "café",
     ]  # fmt: skip
     assert tok.decode(seq.ids.tolist()) == "I love 🤗 and 日本語, café"  # the tokens themselves are untouched
+
+
+@pytest.mark.parametrize("which", ["gpt2", "llama"])
+def test_alignment_generates_for_a_decoder_from_a_directory_or_the_hub(which, tiny_dirs):
+    """A decoder outside the catalog (a hub id, a directory) got no 'Tokens to generate' slider, so the
+    page said 'the model generated nothing'. The page asks the loaded model, not the catalog."""
+    key = f"path:{tiny_dirs[which]}"
+    at = run_page("pages/4_Alignment.py", model=key, text="the cat sat on the mat")
+    at.slider(key="continuation").set_value(5).run()
+    assert problems(at) == [] and not at.warning
+    generated = build_trace(load_model(key), "the cat sat on the mat", continuation=5)
+    source = generated.tokens["source"]
+    outputs = source.slice(generated.prompt_length, len(source))
+    assert 0 < len(outputs) <= 5  # a random tiny model may write its end token early
+    rows = [unescape(t) for t in plotly_specs(at)[0]["layout"]["yaxis"]["ticktext"]]
+    assert rows == list(outputs.display)  # one row per token it wrote
+    assert at.query_params["continuation"] == "5"

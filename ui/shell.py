@@ -18,7 +18,7 @@ import transformers
 
 from ui.cold_start import page_config
 from viz import export, figures, predictions
-from viz.architectures import ENCODER_DECODER
+from viz.architectures import DECODER, ENCODER_DECODER
 from viz.bertviz_views import head_view_html, model_view_html
 from viz.cache import GIB, ByteBudgetCache, default_budgets
 from viz.errors import AtlasError
@@ -466,10 +466,19 @@ def warm_default_trace() -> Trace:
     return cached_trace(**trace_args(DEFAULTS), tell=False)
 
 
-def current_trace(continuation: int = 0) -> Trace:
+def continuation_slider() -> int:
+    """How many tokens a decoder-only model writes after the text before the pass reads both."""
+    clamp("continuation", 1, 64, 16)
+    asked = st.slider("Tokens to generate after the prompt", 1, 64, 16, key="continuation")
+    remember("continuation")
+    return asked
+
+
+def current_trace(generate: bool = False) -> Trace:
     """The sidebar's Trace, or a message and a stopped page.
 
-    `continuation` > 0 (decoder-only models) first generates that many tokens after the text.
+    `generate`: a decoder-only model first writes a continuation (its length asked for here, once the
+    loaded model -- not the catalog -- says it is a decoder: hub ids and directories are decoders too).
     """
     key = sidebar()
     if not key:
@@ -496,6 +505,7 @@ def current_trace(continuation: int = 0) -> Trace:
                     help="Put the text in the model's chat template, as a user message.",
                 )
             remember("chat")
+        continuation = continuation_slider() if generate and loaded.family == DECODER else 0
         args = trace_args(ss, continuation, question, chat)
         ss["current_trace_args"] = args
         return cached_trace(**args)
@@ -507,6 +517,9 @@ def current_trace(continuation: int = 0) -> Trace:
             f"The text is longer than {trace.token_limit} tokens: the last {trace.dropped_tokens} tokens "
             "were dropped. Raise 'Max tokens' in the sidebar (up to the model's limit) to see more."
         )
+    asked, made = ss["current_trace_args"]["continuation"], len(trace.tokens["source"]) - trace.prompt_length
+    if made < asked and len(trace.tokens["source"]) >= trace.token_limit:
+        say_cut(trace.token_limit, made, asked)
     timings = " · ".join(f"{name} {ms:.0f} ms" for name, ms in trace.timings_ms.items() if ms)
     cache = trace_cache()
     used = cache.used_by_device()
