@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from ui import shell
+from ui import shell, widgets
 from viz import figures
 from viz.errors import AtlasError
 from viz.induction import PROBE_LENGTHS, control_heads, copy_loss, induction_probe, position_bits, ranked_heads
@@ -23,10 +23,10 @@ trace = shell.current_trace()  # the sidebar's model (and text, for the pages a 
 loaded = shell.current_model()
 most = max(PROBE_LENGTHS[0], min(PROBE_LENGTHS[1], (trace.token_limit - 2) // 2))
 left, right = st.columns(2)
-shell.clamp("probe_length", PROBE_LENGTHS[0], most, min(50, most))
-length = int(left.number_input("Random tokens per copy (N)", PROBE_LENGTHS[0], most, min(50, most), key="probe_length"))
-seed = int(right.number_input("Seed", 0, 2**31 - 1, 0, key="probe_seed"))
-shell.remember("probe_length", "probe_seed")
+length = widgets.number_input(
+    "Random tokens per copy (N)", PROBE_LENGTHS[0], most, key="probe_length", default=min(50, most), place=left
+)
+seed = widgets.number_input("Seed", 0, 2**31 - 1, key="probe_seed", place=right)
 try:
     probe = induction_probe(loaded.tokenizer, length, seed)
 except AtlasError as err:
@@ -64,14 +64,12 @@ st.plotly_chart(
     ),
     key="probe_scores",
 )  # fmt: skip
-shell.clamp("probe_rank", 0, RANKED - 1)
-rank = st.selectbox(
+rank = widgets.selectbox(
     "A ranked head",
     range(RANKED),
-    format_func=lambda r: f"#{r + 1}: layer {ranked[r][0]}, head {ranked[r][1]}",
     key="probe_rank",
+    format_func=lambda r: f"#{r + 1}: layer {ranked[r][0]}, head {ranked[r][1]}",
 )
-shell.remember("probe_rank")
 layer, head = ranked[rank]
 view = matrix_view(stack.attention(layer, head), tokens, tokens, stack.forbidden(layer), TokenOptions())
 shell.heatmap(view, f"layer {layer}, head {head} reading the probe", key="probe_map")
@@ -85,9 +83,7 @@ if probe_trace.head != CAUSAL_LM.name:
     st.info("The loss per token needs a model that predicts the next token; this one doesn't, so it stops here.")
     st.stop()
 st.subheader("In-context learning you can see: loss per token")
-shell.clamp("probe_ablate", 1, 20, 5)
-k = st.slider("Switch off the top k induction heads", 1, 20, 5, key="probe_ablate")
-shell.remember("probe_ablate")
+k = widgets.slider("Switch off the top k induction heads", 1, 20, key="probe_ablate", default=5)
 top, control = ranked[:k], control_heads(ranked, k, seed)
 runs = {
     "the model": probe_trace,

@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from ui import shell
+from ui import shell, widgets
 from viz.errors import AtlasError
 from viz.models import CATALOG, CATALOG_BY_KEY
 from viz.tokens import difference_view, matrix_view, same_cells
@@ -25,24 +25,21 @@ picked = {}
 for column, (side, title, default_head) in zip(st.columns(2), SIDES, strict=True):
     with column:
         st.markdown(f"**{title}**")
-        shell.keep_choice(f"beside_model_{side}", choices)
-        model = st.selectbox("Model", choices, format_func=model_label, key=f"beside_model_{side}")
+        model = widgets.selectbox("Model", choices, key=f"beside_model_{side}", format_func=model_label)
         try:
             side_trace = trace if model == SIDEBAR else shell.trace_for(text, model=model)
         except AtlasError as err:
             shell.say(st.error, "{message}", message=err)
             continue
         names = list(side_trace.stacks)
-        shell.keep_choice(f"beside_stack_{side}", names)
-        stack_name = st.radio(
-            "Attention", names, format_func=shell.STACK_LABELS.get, key=f"beside_stack_{side}", horizontal=True
+        stack_name = widgets.radio(
+            "Attention", names, key=f"beside_stack_{side}", format_func=shell.STACK_LABELS.get, horizontal=True
         )
         stack = side_trace.stacks[stack_name]
-        shell.clamp(f"beside_layer_{side}", 0, stack.n_layers - 1, 0)
-        shell.clamp(f"beside_head_{side}", 0, stack.n_heads - 1, min(default_head, stack.n_heads - 1))
-        layer = st.slider("Layer", 0, stack.n_layers - 1, 0, key=f"beside_layer_{side}")
-        head = st.slider("Head", 0, stack.n_heads - 1, min(default_head, stack.n_heads - 1), key=f"beside_head_{side}")
-        shell.remember(*(f"beside_{what}_{side}" for what in ("model", "stack", "layer", "head")))
+        layer = widgets.slider("Layer", 0, stack.n_layers - 1, key=f"beside_layer_{side}")
+        head = widgets.slider(
+            "Head", 0, stack.n_heads - 1, key=f"beside_head_{side}", default=min(default_head, stack.n_heads - 1)
+        )
         picked[side] = (side_trace, stack_name, layer, head)
 if len(picked) < 2:
     st.stop()

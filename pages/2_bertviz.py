@@ -2,19 +2,16 @@
 
 import streamlit as st
 
-from ui import shell
+from ui import shell, widgets
 from viz.bertviz_views import drawn_height, too_large
 
 shell.page_setup("bertviz head & model view")
 trace = shell.current_trace()
-view = st.radio("View", ["head", "model"], format_func=lambda v: f"{v} view", horizontal=True, key="bertviz_view")
-shell.remember("bertviz_view")
+view = widgets.radio("View", ["head", "model"], key="bertviz_view", format_func=lambda v: f"{v} view", horizontal=True)
 layer = 0
 if view == "head":
     stack = next(iter(trace.stacks.values()))
-    shell.clamp("bertviz_layer", 0, stack.n_layers - 1)
-    layer = st.slider("Layer", 0, stack.n_layers - 1, key="bertviz_layer")
-    shell.remember("bertviz_layer")
+    layer = widgets.slider("Layer", 0, stack.n_layers - 1, key="bertviz_layer")
 reason = too_large(trace, view, layers=1 if view == "head" else None)
 if reason:
     st.warning(reason)

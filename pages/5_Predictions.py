@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from ui import shell
+from ui import shell, widgets
 from viz import figures
 from viz import predictions as P
 from viz.architectures import ENCODER
@@ -28,12 +28,12 @@ def show_mlm(trace, loaded):
     seq = trace.tokens["source"]
     choices = [i for i in range(len(seq)) if not seq.special[i] and seq.ids[i] != tok.mask_token_id]
     if choices:
-        position = st.selectbox(
+        position = widgets.selectbox(
             "Mask a token and see what the model would put there",
             choices,
-            index=None,
-            format_func=lambda i: f"{i}: {seq.display[i]}",
             key="mask_position",
+            default=None,
+            format_func=lambda i: f"{i}: {seq.display[i]}",
         )
         if position is not None:
             masked_text = P.text_with_mask_at(trace, tok, position)
@@ -82,11 +82,11 @@ def show_causal(trace, loaded):
         st.plotly_chart(fig, key="surprisal")
     with st.expander("Continue the text (a separate generate call)", expanded=True):
         cols = st.columns(5)
-        mode = cols[0].radio("Decoding", ["greedy", "sample"], key="decoding")
-        n = cols[1].number_input("New tokens", 1, 200, 20, key="new_tokens")
-        temperature = cols[2].number_input("Temperature", 0.05, 5.0, 0.8, key="temperature")
-        top_k = cols[3].number_input("Top-k", 1, 1000, 50, key="top_k")
-        seed = cols[4].number_input("Seed", 0, 10_000, 0, key="seed")
+        mode = widgets.radio("Decoding", ["greedy", "sample"], key="decoding", place=cols[0])
+        n = widgets.number_input("New tokens", 1, 200, key="new_tokens", default=20, place=cols[1])
+        temperature = widgets.number_input("Temperature", 0.05, 5.0, key="temperature", default=0.8, place=cols[2])
+        top_k = widgets.number_input("Top-k", 1, 1000, key="top_k", default=50, place=cols[3])
+        seed = widgets.number_input("Seed", 0, 10_000, key="seed", place=cols[4])
         more = shell.cached_continuation(
             trace.identity, int(n), mode == "sample", float(temperature), int(top_k), int(seed), loaded, trace
         )
@@ -217,13 +217,13 @@ def show_embedding(trace, loaded):
         figures.vectors_heatmap(vector[None], ["embedding"], f"{len(vector)}-d sentence embedding", height=140),
         key="embedding",
     )
-    other = st.text_input("Compare with another text", "A cat was sitting on a rug.", key="compare_text")
+    other = widgets.text_input("Compare with another text", key="compare_text", default="A cat was sitting on a rug.")
     if other.strip():
         st.metric("cosine similarity", f"{P.cosine(vector, P.sentence_embedding(shell.trace_for(other))):.3f}")
-    labels = st.text_input(
+    labels = widgets.text_input(
         "Candidate labels (comma-separated): zero-shot by similarity",
-        "animals, sports, politics, weather",
         key="candidate_labels",
+        default="animals, sports, politics, weather",
     )
     names = [x.strip() for x in labels.split(",") if x.strip()]
     if names:

@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from ui import shell
+from ui import shell, widgets
 from viz import figures
 from viz.hidden import dominant_dimensions, layer_cosines, norms, pca_2d
 from viz.lens import lens_available
@@ -14,8 +14,7 @@ shell.page_setup("Hidden states & logit lens")
 trace = shell.current_trace()
 loaded = shell.current_model()
 names = list(trace.hidden_states)
-shell.keep_choice("hidden_stack", names)
-stack = st.radio("Stack", names, horizontal=True, key="hidden_stack") if len(names) > 1 else names[0]
+stack = widgets.radio("Stack", names, key="hidden_stack", horizontal=True) if len(names) > 1 else names[0]
 hidden = trace.hidden_states[stack]
 tokens = trace.tokens["source" if stack == "encoder" or "cross" not in trace.stacks else "decoder_input"]
 labels = list(tokens.display)
@@ -41,13 +40,10 @@ if dominant:
         f"Dimension {held} of the {hidden.shape[-1]} holds most of the variance on its own (a 'massive "
         "activation', Sun et al. 2024): a PCA of all dimensions shows little but that one."
     )
-    if st.checkbox(f"Leave dimension {held} out of the PCA", key="pca_leave_out"):
+    if widgets.checkbox(f"Leave dimension {held} out of the PCA", key="pca_leave_out"):
         leave_out = tuple(dominant)
-    shell.remember("pca_leave_out")
 projection = pca_2d(hidden, leave_out)
-shell.clamp("pca_layer", 0, len(hidden) - 1)
-layer = st.slider("PCA: layer", 0, len(hidden) - 1, len(hidden) - 1, key="pca_layer")
-shell.remember("hidden_stack", "pca_layer")
+layer = widgets.slider("PCA: layer", 0, len(hidden) - 1, key="pca_layer", default=len(hidden) - 1)
 st.plotly_chart(
     figures.token_scatter(
         projection.coords[layer],
@@ -69,17 +65,15 @@ lens_tokens = trace.tokens["decoder_input" if lens_stack == "decoder" and "cross
 start = 0
 if len(lens_tokens) > LENS_WINDOW:  # each position costs a full vocabulary projection per layer
     last_start = len(lens_tokens) - LENS_WINDOW
-    shell.clamp("lens_start", 0, last_start, last_start)
-    start = st.slider(
+    start = widgets.slider(
         f"Read {LENS_WINDOW} positions from",
         0,
         last_start,
-        last_start,
         key="lens_start",
-        help="Long texts are read a "
-        "window at a time: every position costs one projection onto the whole vocabulary per layer.",
+        default=last_start,
+        help="Long texts are read a window at a time: every position costs one projection onto the whole "
+        "vocabulary per layer.",
     )
-    shell.remember("lens_start")
 lens = shell.cached_lens(trace.identity, start, start + LENS_WINDOW, _loaded=loaded, _trace=trace)
 lens_tokens = lens_tokens.slice(start, start + LENS_WINDOW)
 decode = np.vectorize(lambda i: loaded.tokenizer.decode([int(i)]).strip() or "␣")

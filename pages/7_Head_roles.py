@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from ui import shell
+from ui import shell, widgets
 from viz import figures
 from viz.errors import AtlasError
 from viz.heads import (
@@ -33,16 +33,14 @@ RANKED = 10  # heads listed under a pattern
 shell.page_setup("Head roles & rollout")
 trace = shell.current_trace()
 names = [name for name in trace.stacks if name != "cross"]  # patterns and rollout need self-attention
-shell.keep_choice("roles_stack", names)
-stack_name = st.radio("Stack", names, horizontal=True, key="roles_stack") if len(names) > 1 else names[0]
+stack_name = widgets.radio("Stack", names, key="roles_stack", horizontal=True) if len(names) > 1 else names[0]
 stack = trace.stacks[stack_name]
-exclude_first = st.checkbox(
+exclude_first = widgets.checkbox(
     "Leave out the first token",
     key="roles_exclude_first",
     help="Score each pattern as a share of the attention that does not go to the first token (TransformerLens's "
     "exclude_bos): a head that parks most of its attention there can still be found by what it does with the rest.",
 )
-shell.remember("roles_stack", "roles_exclude_first")
 scores = shell.cached_head_scores(trace, stack_name, exclude_first)
 labels = scores.roles()
 
@@ -57,9 +55,7 @@ st.caption(
     + "."
 )
 st.page_link("pages/11_Induction_probe.py", label="Find induction heads with the induction probe →")
-shell.keep_choice("role_statistic", MEASURES)
-measure = st.selectbox("Colour by", list(MEASURES), format_func=MEASURES.get, key="role_statistic")
-shell.remember("role_statistic")
+measure = widgets.selectbox("Colour by", list(MEASURES), key="role_statistic", format_func=MEASURES.get)
 values = scores.scores[measure] if measure in PATTERNS else getattr(scores, measure)
 hover = np.array(
     [[f"layer {layer} · head {head}: {label}" for head, label in enumerate(row)] for layer, row in enumerate(labels)]
@@ -86,15 +82,14 @@ with st.expander("All heads as a table (sortable)"):
 
 st.subheader("Rank heads by a pattern")
 left, right = st.columns([2, 3])
-shell.keep_choice("pattern_kind", CUSTOM_KINDS)
-kind = left.selectbox("Pattern", CUSTOM_KINDS, key="pattern_kind")
+kind = widgets.selectbox("Pattern", CUSTOM_KINDS, key="pattern_kind", place=left)
 k, rule_text = 1, ""
 if kind == "k tokens back":
-    shell.clamp("pattern_k", 0, 64, 2)
-    k = int(right.number_input("k", 0, 64, 2, key="pattern_k"))
+    k = int(widgets.number_input("k", 0, 64, key="pattern_k", default=2, place=right))
 elif kind == "a rule you type":
-    rule_text = right.text_input("Rule", "j == i - 2", key="pattern_rule", help=RULE_HELP, max_chars=200)
-shell.remember("pattern_kind", "pattern_k", "pattern_rule")
+    rule_text = widgets.text_input(
+        "Rule", key="pattern_rule", default="j == i - 2", place=right, help=RULE_HELP, max_chars=200
+    )
 try:
     name, rule = custom_pattern(kind, k, rule_text)
     # A built-in pattern is already scored above: no second pass over every head's attention.
@@ -120,8 +115,11 @@ else:
         f"The pattern marks a key in {ranked.rows_applying[name[0]]} of {stack.n_queries} rows. 'score' is "
         "TransformerLens's (over all rows); 'where it applies' counts only rows where the pattern marks a key."
     )
-    rank = st.selectbox(
-        "Open a ranked head", range(len(top)), format_func=lambda r: f"#{r + 1}: layer {top[r][0]}, head {top[r][1]}"
+    rank = widgets.selectbox(
+        "Open a ranked head",
+        range(len(top)),
+        key="roles_rank",
+        format_func=lambda r: f"#{r + 1}: layer {top[r][0]}, head {top[r][1]}",
     )
     shell.open_head_buttons(stack_name, *top[rank], key="roles_open")
 
@@ -131,9 +129,7 @@ st.caption(
     "Â = ½·I + ½·mean over heads(A), multiplied layer by layer. Row i: how much token i's representation "
     "after the chosen layer draws on each input token."
 )
-shell.clamp("rollout_layer", 0, stack.n_layers - 1)
-layer = st.slider("After layer", 0, stack.n_layers - 1, stack.n_layers - 1, key="rollout_layer")
-shell.remember("rollout_layer")
+layer = widgets.slider("After layer", 0, stack.n_layers - 1, key="rollout_layer", default=stack.n_layers - 1)
 tokens = trace.tokens[stack.queries_from]
 options = shell.token_options(value_weighted=False)
 try:

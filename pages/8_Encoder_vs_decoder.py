@@ -5,7 +5,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from ui import shell
+from ui import shell, widgets
 from viz.errors import AtlasError
 from viz.models import CATALOG, CATALOG_BY_KEY
 from viz.tokens import TokenOptions, matrix_view
@@ -16,19 +16,15 @@ text = st.session_state["text"]
 keys = [entry.key for entry in CATALOG]
 left, right = st.columns(2)
 models = [
-    left.selectbox(
-        "Left", keys, index=keys.index("minilm"), format_func=lambda k: CATALOG_BY_KEY[k].label, key="compare_left"
-    ),
-    right.selectbox(
-        "Right", keys, index=keys.index("smollm2"), format_func=lambda k: CATALOG_BY_KEY[k].label, key="compare_right"
-    ),
+    widgets.selectbox(title, keys, key=key, default=default, place=place, format_func=lambda k: CATALOG_BY_KEY[k].label)
+    for title, key, default, place in (
+        ("Left", "compare_left", "minilm", left),
+        ("Right", "compare_right", "smollm2", right),
+    )
 ]
-if not 0.0 <= st.session_state.get("compare_depth", 0.0) <= 1.0:  # a hand-edited URL
-    del st.session_state["compare_depth"]
-depth = st.slider(
-    "Depth (0 = first layer, 1 = last): layers are matched by relative depth", 0.0, 1.0, 0.0, 0.05, key="compare_depth"
+depth = widgets.slider(
+    "Depth (0 = first layer, 1 = last): layers are matched by relative depth", 0.0, 1.0, key="compare_depth", step=0.05
 )
-shell.remember("compare_left", "compare_right", "compare_depth")
 if st.button("Put one head of each model side by side →"):
     st.session_state.update(beside_model_a=models[0], beside_model_b=models[1])
     st.switch_page("pages/12_Head_beside_head.py")

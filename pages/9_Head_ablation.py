@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from ui import shell
+from ui import shell, widgets
 from viz import figures
 from viz.ablation import hidden_cosine, kl_divergence
 from viz.predictions import top_candidates
@@ -17,14 +17,13 @@ choices = [
 label = (lambda c: f"L{c[1]}·H{c[2]}") if len(trace.stacks) == 1 else (lambda c: f"{c[0]} L{c[1]}·H{c[2]}")
 # Keep only heads this model has (the selection survives a change of model).
 st.session_state["ablate_heads"] = [c for c in st.session_state.get("ablate_heads", []) if c in choices]
-picked = st.multiselect(
+picked = widgets.multiselect(
     "Heads to switch off (their outputs are zeroed before the output projection)",
     choices,
-    format_func=label,
     key="ablate_heads",
+    format_func=label,
     select_all=False,  # one click on "Select all" switched off all 270 of SmolLM2's heads
 )
-shell.remember("ablate_heads")
 if not picked:
     st.info("Pick one or more heads. The model then runs once more on the same input without them.")
     st.stop()

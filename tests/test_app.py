@@ -186,7 +186,33 @@ ROUND_TRIPS = [
             ("checkbox", "roles_exclude_first", True),
             ("selectbox", "pattern_kind", "a rule you type"),
             ("text_input", "pattern_rule", "tok[j] == tok[i]"),
+            ("selectbox", "roles_rank", 2),
         ],
+    ),
+    (
+        "pages/5_Predictions.py",
+        "smollm2",
+        "The capital of France is",
+        [
+            ("radio", "decoding", "sample"),
+            ("number_input", "new_tokens", 5),
+            ("number_input", "temperature", 1.5),
+            ("number_input", "top_k", 7),
+            ("number_input", "seed", 3),
+        ],
+    ),
+    ("pages/5_Predictions.py", "minilm-mlm", "The cat sat on the mat.", [("selectbox", "mask_position", 2)]),
+    (
+        "pages/5_Predictions.py",
+        "minilm",
+        "The cat sat on the mat.",
+        [("text_input", "compare_text", "A dog ran."), ("text_input", "candidate_labels", "pets, cars")],
+    ),
+    (  # 600 tokens: the maps are drawn zoomed
+        "attention_maps.py",
+        "smollm2",
+        "a " * 600,
+        [("slider", "zoom_rows", (10, 60)), ("slider", "zoom_cols", (0, 30))],
     ),
     (
         "pages/11_Induction_probe.py",
@@ -216,8 +242,10 @@ ROUND_TRIPS = [
 
 @pytest.mark.parametrize("page, model, text, changes", ROUND_TRIPS, ids=[r[0].split("/")[-1] for r in ROUND_TRIPS])
 def test_url_round_trip(page, model, text, changes):
-    """Issue 9: these widgets were never written to the URL, so a copied link lost them."""
-    at = run_page(page, model=model, text=text)
+    """Issue 9: these widgets were never written to the URL, so a copied link lost them (and then the
+    continuation settings, the masked token, the ranked head and the zoom ranges, until every widget was
+    declared through ui.widgets)."""
+    at = run_page(page, model=model, text=text, max_tokens=1024)
     for kind, key, value in changes:
         widget = getattr(at, kind)(key=key)
         if kind == "multiselect":

@@ -16,6 +16,7 @@ import streamlit as st
 import torch
 import transformers
 
+from ui import widgets
 from ui.cold_start import page_config
 from viz import export, figures, predictions
 from viz.architectures import DECODER, ENCODER_DECODER
@@ -71,69 +72,21 @@ DEFAULTS: dict[str, object] = {
 }
 
 
-# How URL parameters (always strings) become widget values. Only these keys are read; a value that
-# doesn't parse or isn't one of the widget's options is dropped, so a hand-edited URL can't break a page.
-# (Ranges that depend on the model -- layers, tokens -- are clamped by the page that draws the widget.)
-def _int(value: str) -> int | None:
-    return int(value) if value.lstrip("-").isdigit() else None
-
-
-def _float(value: str) -> float | None:
-    try:
-        return float(value)
-    except ValueError:
-        return None
-
-
-def _one_of(*options: str):
-    return lambda value: value if value in options else None
-
-
-def _heads(value: str) -> list[tuple[str, int, int]] | None:
-    """ "decoder:0:1,decoder:2:3" -> [("decoder", 0, 1), ("decoder", 2, 3)]."""
-    heads = [part.split(":") for part in value.split(",") if part]
-    if not all(len(h) == 3 and h[0] in STACK_LABELS and h[1].isdigit() and h[2].isdigit() for h in heads):
-        return None
-    return [(stack, int(layer), int(head)) for stack, layer, head in heads]
-
-
-_bool = "True".__eq__
-URL_KEYS = {
-    **dict.fromkeys(("model", "text", "target", "question", "stack", "hidden_stack", "roles_stack"), str),
-    **dict.fromkeys(("role_statistic", "pattern_kind", "pattern_rule"), str),
-    **dict.fromkeys(("pattern_k", "probe_length", "probe_seed", "probe_ablate", "probe_rank"), _int),
-    "roles_exclude_first": _bool,
-    **dict.fromkeys(("beside_model_a", "beside_model_b", "beside_stack_a", "beside_stack_b"), str),
-    **dict.fromkeys(("beside_layer_a", "beside_layer_b", "beside_head_a", "beside_head_b"), _int),
-    **dict.fromkeys(("max_tokens", "layer", "head", "query", "bertviz_layer", "continuation"), _int),
-    **dict.fromkeys(("pca_layer", "rollout_layer", "walk_step", "lens_start"), _int),
-    **dict.fromkeys(("hide_special", "hide_first", "renormalize", "merge_words", "chat", "own_scale"), _bool),
-    "value_weighted": _bool,
-    "pca_leave_out": _bool,
-    "device": _one_of("auto", "cpu", "cuda", "mps", SPREAD),
-    "dtype": _one_of("float32", "float16", "bfloat16"),
-    "bertviz_view": _one_of("head", "model"),
-    "compare_left": _one_of(*CATALOG_BY_KEY),
-    "compare_right": _one_of(*CATALOG_BY_KEY),
-    "compare_depth": _float,
-    "ablate_heads": _heads,
-}
 MAX_TOKENS_RANGE = (4, 32_768)  # the model's own position limit applies too (SmolLM2: 8,192)
 TEXT_LIMIT = 200_000  # characters the text box takes (Max tokens bounds the work, this the session state)
-URL_TEXT_LIMIT = 2_000  # longer texts stay in the session but not in the link (browsers and servers cap URLs)
 
 
 # ------------------------------------------------------------------ URL state
 def _from_url() -> None:
-    """On a session's first run, take the view from the URL (a copied URL reopens the same view)."""
+    """On a session's first run, take the view from the URL (a copied URL reopens the same view): the
+    model now, since it decides which picker the sidebar shows; each widget takes its own value when
+    it is drawn (ui.widgets), so unknown keys are simply never read."""
     if st.session_state.get("_url_loaded"):
         return
     st.session_state["_url_loaded"] = True
-    for key, value in st.query_params.to_dict().items():
-        parsed = URL_KEYS[key](value) if key in URL_KEYS else None  # unknown keys are ignored
-        if parsed is not None:
-            st.session_state[key] = parsed
-    model = str(st.session_state.get("model", DEFAULTS["model"]))
+    params = st.query_params.to_dict()
+    model = params.pop("model", DEFAULTS["model"])
+    st.session_state["model"] = model
     if model in _model_choices():
         st.session_state["model_choice"] = model
     elif policy().public:  # a public server serves its list only: the default model, and a note why
@@ -144,10 +97,9 @@ def _from_url() -> None:
         st.session_state["model_choice"], st.session_state["local_dir"] = LOCAL_DIR, model[5:]
     elif model:  # a bare id in a hand-written URL: treat it as a hub model id
         st.session_state["model_choice"], st.session_state["hub_id"] = OTHER_HUB, model
+    widgets.start_session(params)
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
-    lo, hi = _max_tokens_range()
-    st.session_state["max_tokens"] = min(hi, max(lo, int(st.session_state["max_tokens"])))
 
 
 # Every ASCII punctuation mark, backslash-escaped, is the literal character in CommonMark: no link,
@@ -182,73 +134,10 @@ def literal_bold(text: str) -> str:
     return "  \n".join(lines)
 
 
-def remember(*keys: str) -> None:
-    """Write these widget values into the URL (the inverse of URL_KEYS' parsers)."""
-    for key in keys:
-        value = st.session_state.get(key)
-        if isinstance(value, list | tuple) and value and isinstance(value[0], list | tuple):  # heads
-            value = ",".join(":".join(str(part) for part in head) for head in value)
-        if value is None or value == "" or value == [] or (isinstance(value, str) and len(value) > URL_TEXT_LIMIT):
-            st.query_params.pop(key, None)
-        else:
-            st.query_params[key] = str(value)
-
-
-def keep_choice(key: str, options) -> None:
-    """Drop a remembered choice (e.g. from a URL) that this page doesn't offer, so the widget starts afresh."""
-    if key in st.session_state and st.session_state[key] not in options:
-        del st.session_state[key]
-
-
-# Widget values that follow the user from page to page. Streamlit drops a widget's state
-# when a page without that widget runs; re-assigning the key at the top of each page keeps it.
-PERSISTENT = (
-    *DEFAULTS,
-    "model_choice",
-    "hub_id",
-    "local_dir",
-    "stack",
-    "layer",
-    "head",
-    "query",
-    "hide_special",
-    "hide_first",
-    "renormalize",
-    "merge_words",
-    "value_weighted",
-    "continuation",
-    "bertviz_view",
-    "bertviz_layer",
-    "question",
-    "chat",
-    "hidden_stack",
-    "pca_layer",
-    "roles_stack",
-    "role_statistic",
-    "roles_exclude_first",
-    "pattern_kind",
-    "pattern_k",
-    "pattern_rule",
-    "probe_length",
-    "probe_seed",
-    "probe_ablate",
-    "probe_rank",
-    *(f"beside_{what}_{side}" for what in ("model", "stack", "layer", "head") for side in "ab"),
-    "rollout_layer",
-    "compare_left",
-    "compare_right",
-    "compare_depth",
-    "ablate_heads",
-    "walk_step",
-)
-
-
 def page_setup(title: str) -> None:
     page_config(title)
     _from_url()
-    for key in PERSISTENT:
-        if key in st.session_state:
-            st.session_state[key] = st.session_state[key]
+    widgets.keep_values()
     with st.sidebar:
         st.markdown("### 🔭 Attention Atlas")
         for path, label in PAGES:
@@ -328,34 +217,33 @@ def sidebar() -> str:
                 "This server only offers the models listed here, not {model}.",
                 model=st.session_state.pop("refused_model"),
             )
-        keep_choice("model_choice", _model_choices())
-        st.selectbox(
-            "Model",
-            _model_choices(),
-            format_func=_model_label,
-            key="model_choice",
+        # The URL holds the choice as "model" (written below): the picker and its boxes stay out of it.
+        choice = widgets.selectbox(
+            "Model", _model_choices(), key="model_choice", format_func=_model_label, in_url=False
         )
-        choice = st.session_state["model_choice"]
         if choice == OTHER_HUB:
-            hub_id = st.text_input("Hub model id", key="hub_id", placeholder="e.g. bert-base-cased").strip()
-            st.session_state["model"] = f"hub:{hub_id}" if hub_id else ""
+            hub_id = widgets.text_input("Hub model id", key="hub_id", placeholder="e.g. bert-base-cased", in_url=False)
+            st.session_state["model"] = f"hub:{hub_id.strip()}" if hub_id.strip() else ""
         elif choice == LOCAL_DIR:
-            path = st.text_input("Directory", key="local_dir", placeholder="/path/to/model").strip()
-            st.session_state["model"] = f"path:{path}" if path else ""
+            path = widgets.text_input("Directory", key="local_dir", placeholder="/path/to/model", in_url=False)
+            st.session_state["model"] = f"path:{path.strip()}" if path.strip() else ""
         else:
             st.session_state["model"] = choice
+        widgets.remember("model")
         entry = CATALOG_BY_KEY.get(choice)
         examples = list(dict.fromkeys((*(entry.examples if entry else ()), *COURSE_EXAMPLES)))
         st.selectbox(
             "Examples", examples, index=None, placeholder="Load an example…", key="example", on_change=_set_example
         )
-        st.text_area("Text", key="text", height=100, max_chars=TEXT_LIMIT)
-        if len(st.session_state["text"]) >= TEXT_LIMIT:  # the browser cut a longer paste without a word
+        text = widgets.text_input(
+            "Text", key="text", default=DEFAULTS["text"], area=True, height=100, max_chars=TEXT_LIMIT
+        )
+        if len(text) >= TEXT_LIMIT:  # the browser cut a longer paste without a word
             st.caption(f"The text box holds at most {TEXT_LIMIT:,} characters: the rest of the paste was not kept.")
-        if len(st.session_state["text"]) > URL_TEXT_LIMIT:
+        if len(text) > widgets.URL_TEXT_LIMIT:
             st.caption("This text is too long for the page's link: a copied URL will not carry it.")
         if entry is None or entry.family == ENCODER_DECODER:
-            st.text_input(
+            widgets.text_input(
                 "Target text (encoder-decoders)",
                 key="target",
                 help="Leave empty to let the model generate its own output; type a translation to see "
@@ -363,19 +251,18 @@ def sidebar() -> str:
             )
         with st.expander("Length and device"):
             lo, hi = _max_tokens_range()
-            st.number_input("Max tokens", min_value=lo, max_value=hi, step=16, key="max_tokens")
-            if st.session_state["device"] not in _device_options():  # e.g. a URL from a GPU machine
-                st.session_state["device"] = "auto"
-            st.selectbox(
+            widgets.number_input(
+                "Max tokens", lo, hi, key="max_tokens", default=min(hi, DEFAULTS["max_tokens"]), step=16
+            )
+            device = widgets.selectbox(
                 "Device",
-                _device_options(),
+                _device_options(),  # a URL from a GPU machine asks for "cuda": this one offers what it has
                 key="device",
                 format_func=lambda d: "all GPUs (device_map=auto)" if d == SPREAD else d,
                 help="'all GPUs' spreads a model too large for one GPU over every GPU (and the CPU) with accelerate.",
             )
-            if st.session_state["device"] not in ("cpu",) and _device_options() != ["auto", "cpu"]:
-                st.selectbox("Precision", ["float32", "float16", "bfloat16"], key="dtype")
-    remember("model", "text", "target", "max_tokens", "device", "dtype")
+            if device != "cpu" and _device_options() != ["auto", "cpu"]:
+                widgets.selectbox("Precision", ["float32", "float16", "bfloat16"], key="dtype")
     return st.session_state["model"]
 
 
@@ -468,10 +355,7 @@ def warm_default_trace() -> Trace:
 
 def continuation_slider() -> int:
     """How many tokens a decoder-only model writes after the text before the pass reads both."""
-    clamp("continuation", 1, 64, 16)
-    asked = st.slider("Tokens to generate after the prompt", 1, 64, 16, key="continuation")
-    remember("continuation")
-    return asked
+    return widgets.slider("Tokens to generate after the prompt", 1, 64, key="continuation", default=16)
 
 
 def current_trace(generate: bool = False) -> Trace:
@@ -495,16 +379,14 @@ def current_trace(generate: bool = False) -> Trace:
         question, chat = "", False
         if loaded.head.name == "question-answering":
             with st.sidebar:
-                question = st.text_input("Question (the text above is the context)", key="question")
-            remember("question")
+                question = widgets.text_input("Question (the text above is the context)", key="question")
         if loaded.head.name == "causal-lm" and getattr(loaded.tokenizer, "chat_template", None):
             with st.sidebar:
-                chat = st.checkbox(
+                chat = widgets.checkbox(
                     "Wrap as a chat turn",
                     key="chat",
                     help="Put the text in the model's chat template, as a user message.",
                 )
-            remember("chat")
         continuation = continuation_slider() if generate and loaded.family == DECODER else 0
         args = trace_args(ss, continuation, question, chat)
         ss["current_trace_args"] = args
@@ -539,46 +421,32 @@ def current_trace(generate: bool = False) -> Trace:
 
 
 # ------------------------------------------------------------------ shared selectors
-def clamp(key: str, lo: int, hi: int, default: int | None = None) -> None:
-    """Keep a slider's state inside its range (a new model has fewer layers; a URL may say anything)."""
-    if key in st.session_state and not lo <= int(st.session_state[key]) <= hi:
-        st.session_state[key] = lo if default is None else default
-
-
 def stack_picker(trace: Trace) -> str:
     """Encoder / decoder / cross selector; a single-stack model needs none."""
     names = trace.stack_names
-    if st.session_state.get("stack") not in names:
-        st.session_state["stack"] = names[-1] if "cross" in names else names[0]
-    if len(names) > 1:
-        st.radio("Attention", names, format_func=STACK_LABELS.get, key="stack", horizontal=True)
-    remember("stack")
-    return st.session_state["stack"]
+    if len(names) == 1:
+        return names[0]
+    default = names[-1] if "cross" in names else names[0]
+    return widgets.radio(
+        "Attention", names, key="stack", default=default, format_func=STACK_LABELS.get, horizontal=True
+    )
 
 
 def token_picker(label: str, tokens: TokenSeq, key: str, default: int = 0) -> int:
     """Pick one token position (kept in the URL); `default` on a first visit."""
-    st.session_state.setdefault(key, default)
-    clamp(key, 0, len(tokens) - 1, default)
-    position = st.select_slider(
-        label, options=list(range(len(tokens))), format_func=lambda i: f"{i}: {tokens.display[i]}", key=key
-    )
-    remember(key)
-    return int(position)
+    format_token = lambda i: f"{i}: {tokens.display[i]}"  # noqa: E731
+    return int(widgets.select_slider(label, range(len(tokens)), key=key, default=default, format_func=format_token))
 
 
 def layer_head_picker(stack: AttentionStack) -> tuple[int, int]:
-    clamp("layer", 0, stack.n_layers - 1)
-    clamp("head", 0, stack.n_heads - 1)
     left, right = st.columns(2)
-    left.slider("Layer", 0, stack.n_layers - 1, key="layer")
+    layer = widgets.slider("Layer", 0, stack.n_layers - 1, key="layer", place=left)
     help_text = None
     if stack.kv_heads < stack.n_heads:
         group = stack.n_heads // stack.kv_heads
         help_text = f"Grouped-query attention: each run of {group} query heads shares one key/value head."
-    right.slider("Head", 0, stack.n_heads - 1, key="head", help=help_text)
-    remember("layer", "head")
-    return int(st.session_state["layer"]), int(st.session_state["head"])
+    head = widgets.slider("Head", 0, stack.n_heads - 1, key="head", place=right, help=help_text)
+    return int(layer), int(head)
 
 
 @st.cache_resource(show_spinner=False)
@@ -650,10 +518,11 @@ def token_options(merge: bool = True, value_weighted: bool = True) -> TokenOptio
     `value_weighted` offer those two where the page can compute them."""
     flags = [f for f in _TOKEN_FLAGS if (merge or f != "merge_words") and (value_weighted or f != "value_weighted")]
     with st.expander("Token options"):
-        for col, flag in zip(st.columns(len(flags)), flags, strict=True):
-            col.checkbox(_TOKEN_FLAGS[flag][0], key=flag, help=_TOKEN_FLAGS[flag][1])
-    remember(*flags)
-    return TokenOptions(**{flag: bool(st.session_state.get(flag, False)) for flag in flags})
+        chosen = {
+            flag: widgets.checkbox(_TOKEN_FLAGS[flag][0], key=flag, place=col, help=_TOKEN_FLAGS[flag][1])
+            for col, flag in zip(st.columns(len(flags)), flags, strict=True)
+        }
+    return TokenOptions(**chosen)
 
 
 def downloads(views: dict[str, MatrixView], trace: Trace) -> None:
@@ -688,10 +557,7 @@ def zoom_picker(rows: TokenSeq, cols: TokenSeq) -> Region | None:
     with st.expander(f"Zoom: {len(rows):,} × {len(cols):,} tokens", expanded=True):
         for key, label, seq in (("zoom_rows", "Queries (rows)", rows), ("zoom_cols", "Keys (columns)", cols)):
             whole = (0, len(seq) - 1)
-            value = st.session_state.get(key)
-            if not (isinstance(value, tuple | list) and len(value) == 2 and 0 <= value[0] <= value[1] <= whole[1]):
-                st.session_state[key] = whole
-            region.append(tuple(st.slider(label, *whole, key=key)))
+            region.append(tuple(widgets.slider(label, *whole, key=key, default=whole)))
         st.caption(
             f"Drawn at full resolution when both ranges span at most {OVERVIEW_CELLS} tokens; larger regions "
             "are max-pooled (each cell shows the largest weight in its block, so a sharp head stays visible)."
@@ -714,8 +580,7 @@ def heatmaps_side_by_side(views: dict[str, MatrixView], keys: list[str], zoom: R
     """Maps in columns on ONE colour scale (0 to the largest weight in any of them), so equal colours mean
     equal weights; a checkbox (kept in the URL) scales each to its own maximum instead."""
     shown = {title: _shown(view, zoom) for title, view in views.items()}
-    own = st.checkbox("Scale each map to its own maximum", key="own_scale")
-    remember("own_scale")
+    own = widgets.checkbox("Scale each map to its own maximum", key="own_scale")
     peaks = [float(np.max(s.weights, where=~s.masked, initial=0.0)) for s in shown.values()]
     for column, key, (title, view) in zip(st.columns(len(shown)), keys, shown.items(), strict=True):
         with column:
