@@ -334,3 +334,19 @@ def test_a_map_washed_out_by_special_tokens_says_how_to_see_the_rest():
     assert plotly_specs(at)[0]["data"][0]["zmax"] < washed  # the colours now span the other tokens
     quiet = run_page(model="minilm", text=text, layer=0, head=0)  # 2 % on special tokens: no note
     assert not [c for c in quiet.caption if "goes to special tokens" in c.value]
+
+
+def test_widget_values_survive_a_visit_to_a_page_without_them():
+    """Streamlit forgets a widget's state on a run that doesn't draw it: layer, head and a token option
+    set on the first page must still be there after a visit to Hidden states (which has none of them)."""
+    at = run_page(model="minilm", text="time flies like an arrow")
+    at.slider(key="layer").set_value(3).run()
+    at.slider(key="head").set_value(5).run()
+    at.checkbox(key="hide_special").check().run()
+    at.switch_page("pages/6_Hidden_states.py").run()
+    assert problems(at) == [] and "layer" not in [s.key for s in at.slider]
+    at.switch_page("attention_maps.py").run()
+    assert problems(at) == []
+    assert (at.slider(key="layer").value, at.slider(key="head").value) == (3, 5)
+    assert at.checkbox(key="hide_special").value is True
+    assert (at.query_params["layer"], at.query_params["head"], at.query_params["hide_special"]) == ("3", "5", "True")
