@@ -66,7 +66,7 @@ st.plotly_chart(
 )  # fmt: skip
 rank = widgets.selectbox(
     "A ranked head",
-    range(RANKED),
+    range(min(RANKED, len(ranked))),  # a small model has fewer heads than that
     key="probe_rank",
     format_func=lambda r: f"#{r + 1}: layer {ranked[r][0]}, head {ranked[r][1]}",
 )
@@ -83,12 +83,13 @@ if probe_trace.head != CAUSAL_LM.name:
     st.info("The loss per token needs a model that predicts the next token; this one doesn't, so it stops here.")
     st.stop()
 st.subheader("In-context learning you can see: loss per token")
-k = widgets.slider("Switch off the top k induction heads", 1, 20, key="probe_ablate", default=5)
+most_k = max(2, min(20, len(ranked) // 2))  # leaves k other heads to draw the control from
+k = widgets.slider("Switch off the top k induction heads", 1, most_k, key="probe_ablate", default=min(5, most_k))
 top, control = ranked[:k], control_heads(ranked, k, seed)
 runs = {
     "the model": probe_trace,
     f"top {k} induction heads off": shell.probe_trace(probe, ablate=tuple((stack_name, *h) for h in sorted(top))),
-    f"{k} random other heads off": shell.probe_trace(probe, ablate=tuple((stack_name, *h) for h in control)),
+    f"{len(control)} random other heads off": shell.probe_trace(probe, ablate=tuple((stack_name, *h) for h in control)),
 }
 bits = {name: position_bits(run) for name, run in runs.items()}
 columns = st.columns(len(bits))
