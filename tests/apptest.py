@@ -40,3 +40,11 @@ def decode(value) -> np.ndarray:
             shape = [int(n) for n in shape.split(",")]
         return array.reshape(shape) if shape else array
     return np.array(value, dtype=float)
+
+
+def option_value(at: AppTest, widget, shown: str | list[str]):
+    """The option a choice widget shows as `shown` (a list of labels for a multiselect or a range).
+    The browser sends labels and the widget's own deserializer maps them back; the element tree holds
+    only the labels, so this asks the deserializer the running app registered for the widget."""
+    metadata = at.session_state._state._state._new_widget_state.widget_metadata[widget.id]  # pinned streamlit
+    return metadata.deserializer([shown] if type(widget).__name__ == "SelectSlider" else shown)
