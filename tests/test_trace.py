@@ -216,3 +216,24 @@ def test_spread_placement_loads_and_traces(tiny_dirs):
     trace = build_trace(loaded, "the cat sat on the mat")
     reference = eager_attentions(loaded, trace)["decoder"]
     np.testing.assert_allclose(all_attention(trace.stacks["decoder"]), reference, atol=1e-5)
+
+
+def test_roberta_counts_positions_after_its_padding_index(tiny_dirs):
+    """RoBERTa numbers positions from pad_token_id + 1: roberta-base's 514 position rows hold 512 tokens.
+    The cap was max_position_embeddings, so a long text ran the model past its table (IndexError)."""
+    from viz.models import model_position_limit
+
+    loaded = load_model(f"path:{tiny_dirs['roberta']}")
+    config = loaded.model.config
+    assert loaded.position_limit == config.max_position_embeddings - config.pad_token_id - 1
+    trace = build_trace(loaded, "the cat sat on the mat " * 40, max_tokens=1024)
+    assert len(trace.tokens["source"]) == loaded.position_limit and trace.dropped_tokens > 0
+    reference = eager_attentions(loaded, trace)["encoder"]
+    np.testing.assert_allclose(all_attention(trace.stacks["encoder"]), reference, atol=1e-5)
+
+    small = dict(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+    roberta_base_like = transformers.RobertaModel(
+        transformers.RobertaConfig(**small, max_position_embeddings=514, pad_token_id=1)
+    )
+    bert_base_like = transformers.BertModel(transformers.BertConfig(**small, max_position_embeddings=512))
+    assert (model_position_limit(roberta_base_like), model_position_limit(bert_base_like)) == (512, 512)

@@ -160,6 +160,7 @@ class LoadedModel:
     attention_modules: dict[str, list[torch.nn.Module]] = field(default_factory=dict)
     # id(attention module) -> its output projection as [heads * d_head, d_model] (a view of the weight), or None.
     output_projections: dict[int, torch.Tensor | None] = field(default_factory=dict)
+    position_limit: int | None = None  # the most tokens its positions take (None: no fixed limit)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -508,6 +509,7 @@ def load_model(key: str, device: str = "auto", dtype: str = "float32") -> Loaded
         module_names={id(module): n for n, module in model.named_modules()},
     )
     loaded.attention_modules, loaded.output_projections = _learn_attention_modules(loaded)
+    loaded.position_limit = model_position_limit(model)
     return loaded
 
 
@@ -568,6 +570,14 @@ def _learn_attention_modules(loaded: LoadedModel) -> tuple[dict[str, list[torch.
     return modules, {key: _output_projection(loaded, module, width) for key, (module, width) in widths.items()}
 
 
-def model_position_limit(config) -> int | None:
-    """The most tokens the model's position scheme takes (None: relative positions, no fixed limit)."""
-    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+def model_position_limit(model: torch.nn.Module) -> int | None:
+    """The most tokens the model's position scheme takes (None: relative positions, no fixed limit).
+
+    RoBERTa-style embeddings number positions from padding_idx + 1, so roberta-base's 514 rows hold 512
+    tokens; their position table says so with its padding_idx."""
+    config = model.config
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    for name, module in model.named_modules():
+        if name.endswith("position_embeddings") and getattr(module, "padding_idx", None) is not None:
+            return min(limit or module.num_embeddings, module.num_embeddings - module.padding_idx - 1)
+    return limit

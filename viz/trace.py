@@ -36,7 +36,7 @@ import torch
 from viz.architectures import DECODER, ENCODER_DECODER
 from viz.capture import AttentionRecord, ablating, recording
 from viz.errors import AtlasError
-from viz.models import LoadedModel, group_by_stack, model_position_limit
+from viz.models import LoadedModel, group_by_stack
 from viz.tokens import TokenSeq, token_seq
 
 DEFAULT_MAX_TOKENS = 256
@@ -282,7 +282,7 @@ class Trace:
 
 def token_limit(loaded: LoadedModel, max_tokens: int) -> int:
     """The smaller of the user's cap and the model's positions (None for relative positions)."""
-    positions = model_position_limit(loaded.model.config)
+    positions = loaded.position_limit
     return min(max_tokens, positions) if positions else max_tokens
 
 
