@@ -214,3 +214,19 @@ def test_continuation_stays_within_max_tokens(tiny_dirs):
     assert len(loaded.tokenizer(full.prompt + full.text)["input_ids"]) <= 40
     at_cap = P.continuation(loaded, build_trace(loaded, "the cat sat on the mat " * 200, max_tokens=48), 5)
     assert at_cap.allowed == 0 and at_cap.text == ""
+
+
+def test_an_id_past_the_tokenizers_pieces_is_named_by_its_number(tiny_dirs):
+    """Models often pad their embedding matrix past the vocabulary (Pythia: 50,304 rows, 50,277 pieces).
+    Tiny GPT-2 has 64 rows and 61 pieces; the Predictions page raised when a padding id made the top 10."""
+    from viz.tokens import token_seq
+
+    loaded = load_model(f"path:{tiny_dirs['gpt2']}")
+    rows, pieces = loaded.model.config.vocab_size, len(loaded.tokenizer)
+    assert rows > pieces
+    logits = np.zeros(rows)
+    logits[rows - 1] = 5.0
+    best = P.top_candidates(logits, loaded.tokenizer, k=3)[0]
+    assert (best.token_id, best.token) == (rows - 1, f"<id {rows - 1}>")
+    seq = token_seq(loaded.tokenizer, [5, rows - 1])
+    assert seq.display[1] == f"<id {rows - 1}>" and seq.raw[1] == f"<id {rows - 1}>"

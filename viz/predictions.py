@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from viz.tokens import display_token
+from viz.tokens import display_token, pieces
 from viz.trace import Trace
 
 
@@ -38,7 +38,7 @@ def top_candidates(logits: np.ndarray, tokenizer, k: int = 10) -> list[Candidate
     return [
         Candidate(
             int(i),
-            display_token(tokenizer.convert_ids_to_tokens(int(i)), tokenizer.decode([int(i)])),
+            display_token(pieces(tokenizer, [int(i)])[0], tokenizer.decode([int(i)])),
             float(probs[i]),
             float(logits[i]),
         )

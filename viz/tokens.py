@@ -39,6 +39,13 @@ class TokenSeq:
         )
 
 
+def pieces(tokenizer, ids: list[int]) -> list[str]:
+    """The tokenizer's piece for each id. Many models pad their embedding matrix past the vocabulary
+    (Pythia: 50,304 rows for 50,277 pieces); an id with no piece is named by its number."""
+    raw = tokenizer.convert_ids_to_tokens(ids)
+    return [piece if piece is not None else f"<id {i}>" for i, piece in zip(ids, raw, strict=True)]
+
+
 def display_token(raw: str, decoded: str) -> str:
     """`decoded` is tokenizer.decode([id]): it turns byte-level pieces back into text."""
     text = decoded if decoded else raw
@@ -103,7 +110,7 @@ def guess_word_ids(raw: list[str], special: np.ndarray) -> list[int | None]:
 def token_seq(
     tokenizer, ids: list[int], word_ids: list[int | None] | None = None, segments: list[int | None] | None = None
 ) -> TokenSeq:
-    raw = tokenizer.convert_ids_to_tokens(ids)
+    raw = pieces(tokenizer, ids)
     special = np.array(tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True), dtype=bool)
     decoded = [tokenizer.decode([i], clean_up_tokenization_spaces=False) for i in ids]
     ids_array = np.asarray(ids, dtype=np.int64)
