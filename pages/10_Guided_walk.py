@@ -9,17 +9,15 @@ import streamlit as st
 from ui import shell
 from viz import figures
 from viz.architectures import ENCODER_DECODER
-from viz.models import CATALOG_BY_KEY
 from viz.neuron import neuron_view
 from viz.predictions import softmax
 
 shell.page_setup("Guided walk: from RNN to attention")
-entry = CATALOG_BY_KEY.get(st.session_state.get("model_choice", ""))
-if entry is not None and entry.family != ENCODER_DECODER:
-    shell.offer_model("dates", 1, "The walk follows an encoder-decoder (it reads cross-attention).")
-trace = shell.current_trace()
-if "cross" not in trace.stacks:
-    st.warning("The walk needs an encoder-decoder model (it reads cross-attention). Pick one in the sidebar.")
+trace = shell.current_trace(
+    offer=shell.Offer((ENCODER_DECODER,), "dates", 1, "The walk follows an encoder-decoder (it reads cross-attention).")
+)
+if "cross" not in trace.stacks:  # an encoder-decoder whose cross-attention modules weren't recognised
+    st.warning("The walk reads cross-attention, and none was found in this model.")
     st.stop()
 source, target = trace.tokens["source"], trace.tokens["target"]
 cross, encoder = trace.stacks["cross"], trace.stacks["encoder"]

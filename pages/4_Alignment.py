@@ -5,17 +5,18 @@ import streamlit as st
 
 from ui import shell
 from viz.alignment import alignment
-from viz.architectures import ENCODER
+from viz.architectures import DECODER, ENCODER_DECODER
 from viz.errors import AtlasError
-from viz.models import CATALOG_BY_KEY
 from viz.tokens import matrix_view
 
 shell.page_setup("Alignment")
-entry = CATALOG_BY_KEY.get(st.session_state.get("model_choice", ""))
-if entry is not None and entry.family == ENCODER:
-    shell.offer_model("dates", 0, "Alignment needs a model that writes output; the sidebar's model is an encoder.")
-
-trace = shell.current_trace(generate=True)
+needs_output = shell.Offer(
+    (DECODER, ENCODER_DECODER),
+    "dates",
+    0,
+    "Alignment needs a model that writes output; the sidebar's model is an encoder.",
+)
+trace = shell.current_trace(generate=True, offer=needs_output)
 try:
     align = alignment(trace)
 except AtlasError as err:

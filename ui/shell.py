@@ -10,6 +10,7 @@ import logging
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import streamlit as st
@@ -358,11 +359,12 @@ def continuation_slider() -> int:
     return widgets.slider("Tokens to generate after the prompt", 1, 64, key="continuation", default=16)
 
 
-def current_trace(generate: bool = False) -> Trace:
+def current_trace(generate: bool = False, offer: Offer | None = None) -> Trace:
     """The sidebar's Trace, or a message and a stopped page.
 
     `generate`: a decoder-only model first writes a continuation (its length asked for here, once the
     loaded model -- not the catalog -- says it is a decoder: hub ids and directories are decoders too).
+    `offer`: for a model of another family, the page offers its model instead, before any forward pass.
     """
     key = sidebar()
     if not key:
@@ -376,6 +378,8 @@ def current_trace(generate: bool = False) -> Trace:
             prepare_first_load(key, lambda done, what: bar.progress(done, text=what))  # a disk cache, not st's
             bar.empty()
         loaded = cached_model(key, ss["device"], ss["dtype"])
+        if offer is not None and loaded.family not in offer.families:
+            offer_model(offer)
         question, chat = "", False
         if loaded.head.name == "question-answering":
             with st.sidebar:
@@ -611,16 +615,25 @@ def _switch_model(key: str, example: int) -> None:
     st.session_state["text"] = CATALOG_BY_KEY[key].examples[example]
 
 
-def offer_model(key: str, example: int, reason: str) -> None:
+@dataclass(frozen=True)
+class Offer:
+    """A page that shows only some families: which, and the offline model it offers for the others."""
+
+    families: tuple[str, ...]
+    key: str  # a catalog model
+    example: int  # which of its examples
+    reason: str
+
+
+def offer_model(offer: Offer) -> None:
     """This page can't show the sidebar's model: say why and offer a one-click switch to an offline
     model. Never switch silently -- a teacher's model and text stay theirs until they click."""
-    sidebar()
-    st.info(reason)
-    entry = CATALOG_BY_KEY[key]
+    st.info(offer.reason)
+    entry = CATALOG_BY_KEY[offer.key]
     st.button(
-        f"Open on {entry.label.split(' · ')[0]} with “{entry.examples[example]}”",
+        f"Open on {entry.label.split(' · ')[0]} with “{entry.examples[offer.example]}”",
         on_click=_switch_model,
-        args=(key, example),
+        args=(offer.key, offer.example),
         key="offer_model",
     )
     st.stop()
