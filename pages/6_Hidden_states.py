@@ -14,7 +14,7 @@ shell.page_setup("Hidden states & logit lens")
 trace = shell.current_trace()
 loaded = shell.current_model()
 names = list(trace.hidden_states)
-stack = widgets.radio("Stack", names, key="hidden_stack", horizontal=True) if len(names) > 1 else names[0]
+stack = shell.one_of_stacks(names, "hidden_stack")
 hidden = trace.hidden_states[stack]
 tokens = trace.tokens["source" if stack == "encoder" or "cross" not in trace.stacks else "decoder_input"]
 labels = list(tokens.display)

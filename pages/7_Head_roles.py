@@ -33,7 +33,7 @@ RANKED = 10  # heads listed under a pattern
 shell.page_setup("Head roles & rollout")
 trace = shell.current_trace()
 names = [name for name in trace.stacks if name != "cross"]  # patterns and rollout need self-attention
-stack_name = widgets.radio("Stack", names, key="roles_stack", horizontal=True) if len(names) > 1 else names[0]
+stack_name = shell.one_of_stacks(names, "roles_stack")
 stack = trace.stacks[stack_name]
 exclude_first = widgets.checkbox(
     "Leave out the first token",

@@ -379,7 +379,7 @@ def current_trace(generate: bool = False, offer: Offer | None = None) -> Trace:
             bar.empty()
         loaded = cached_model(key, ss["device"], ss["dtype"])
         if offer is not None and loaded.family not in offer.families:
-            offer_model(offer)
+            _offer_model(offer)
         question, chat = "", False
         if loaded.head.name == "question-answering":
             with st.sidebar:
@@ -425,15 +425,18 @@ def current_trace(generate: bool = False, offer: Offer | None = None) -> Trace:
 
 
 # ------------------------------------------------------------------ shared selectors
-def stack_picker(trace: Trace) -> str:
-    """Encoder / decoder / cross selector; a single-stack model needs none."""
-    names = trace.stack_names
+def one_of_stacks(names: list[str], key: str, label: str = "Stack", **kwargs) -> str:
+    """Pick one of a model's stacks; a model with a single stack needs no picker."""
     if len(names) == 1:
         return names[0]
+    return widgets.radio(label, names, key=key, horizontal=True, **kwargs)
+
+
+def stack_picker(trace: Trace) -> str:
+    """Which attention to show: encoder / decoder / cross (cross first where there is one)."""
+    names = trace.stack_names
     default = names[-1] if "cross" in names else names[0]
-    return widgets.radio(
-        "Attention", names, key="stack", default=default, format_func=STACK_LABELS.get, horizontal=True
-    )
+    return one_of_stacks(names, "stack", "Attention", default=default, format_func=STACK_LABELS.get)
 
 
 def token_picker(label: str, tokens: TokenSeq, key: str, default: int = 0) -> int:
@@ -625,7 +628,7 @@ class Offer:
     reason: str
 
 
-def offer_model(offer: Offer) -> None:
+def _offer_model(offer: Offer) -> None:
     """This page can't show the sidebar's model: say why and offer a one-click switch to an offline
     model. Never switch silently -- a teacher's model and text stay theirs until they click."""
     st.info(offer.reason)

@@ -104,34 +104,31 @@ def _clip(value: Any, lo, hi) -> Any:
     return min(max(value, lo), hi) if _is_number(value) and value == value else value
 
 
+def _number_rules(lo, hi, *examples) -> tuple[Callable, Callable, Callable]:
+    """(parse, fits, nearest) for one number in [lo, hi]: an int unless a bound or an example
+    (the default, the step) is a float."""
+    kind = _numeric_kind(lo, hi, *examples)
+    return (lambda text: _number(text, kind)), (lambda v: _is_number(v) and lo <= v <= hi), (lambda v: _clip(v, lo, hi))
+
+
 def slider(label: str, lo, hi, *, key: str, default=None, place=st, in_url: bool = True, **kwargs) -> Any:
     """A number in [lo, hi] (default: lo), or a range (start, stop) when `default` is a pair."""
     default = lo if default is None else default
     if isinstance(default, tuple):  # a range: "3:9" in the URL
-        kind = _numeric_kind(lo, hi, *default)
+        parse_one, fits_one, nearest_one = _number_rules(lo, hi, *default)
 
         def parse(text: str) -> tuple | None:
-            parts = tuple(_number(part, kind) for part in text.split(":"))
+            parts = tuple(parse_one(part) for part in text.split(":"))
             return parts if len(parts) == 2 and None not in parts else None
 
         def fits(v) -> bool:
-            return isinstance(v, tuple | list) and len(v) == 2 and all(map(_is_number, v)) and lo <= v[0] <= v[1] <= hi
+            return isinstance(v, tuple | list) and len(v) == 2 and all(map(fits_one, v)) and v[0] <= v[1]
 
         def nearest(v):
-            return tuple(_clip(part, lo, hi) for part in v) if isinstance(v, tuple | list) else v
+            return tuple(map(nearest_one, v)) if isinstance(v, tuple | list) else v
 
     else:
-        kind = _numeric_kind(lo, hi, default, kwargs.get("step"))
-
-        def parse(text: str) -> int | float | None:
-            return _number(text, kind)
-
-        def fits(v) -> bool:
-            return _is_number(v) and lo <= v <= hi
-
-        def nearest(v):
-            return _clip(v, lo, hi)
-
+        parse, fits, nearest = _number_rules(lo, hi, default, kwargs.get("step"))
     _settle(key, parse, fits, default, in_url, nearest)
     if isinstance(st.session_state[key], list):  # a range widget hands its value back as a list
         st.session_state[key] = tuple(st.session_state[key])
@@ -141,9 +138,8 @@ def slider(label: str, lo, hi, *, key: str, default=None, place=st, in_url: bool
 def number_input(label: str, lo, hi, *, key: str, default=None, place=st, in_url: bool = True, **kwargs) -> Any:
     """A number in [lo, hi] typed into a box (default: lo)."""
     default = lo if default is None else default
-    kind = _numeric_kind(lo, hi, default, kwargs.get("step"))
-    fits = lambda v: _is_number(v) and lo <= v <= hi  # noqa: E731
-    _settle(key, lambda text: _number(text, kind), fits, default, in_url, lambda v: _clip(v, lo, hi))
+    parse, fits, nearest = _number_rules(lo, hi, default, kwargs.get("step"))
+    _settle(key, parse, fits, default, in_url, nearest)
     return _draw(place, "number_input", key, in_url, label, lo, hi, **kwargs)
 
 

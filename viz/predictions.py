@@ -34,15 +34,10 @@ class Candidate:
 
 def top_candidates(logits: np.ndarray, tokenizer, k: int = 10) -> list[Candidate]:
     probs = softmax(logits)
-    order = np.argsort(-probs, kind="stable")[:k]
+    order = np.argsort(-probs, kind="stable")[:k].tolist()
     return [
-        Candidate(
-            int(i),
-            display_token(pieces(tokenizer, [int(i)])[0], tokenizer.decode([int(i)])),
-            float(probs[i]),
-            float(logits[i]),
-        )
-        for i in order
+        Candidate(i, display_token(piece, tokenizer.decode([i])), float(probs[i]), float(logits[i]))
+        for i, piece in zip(order, pieces(tokenizer, order), strict=True)
     ]
 
 
