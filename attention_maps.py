@@ -10,24 +10,24 @@ PALE_SHARE = 0.5  # above this share of attention on special tokens, the rest of
 with importing_stack(TITLE):  # the first page a fresh server shows: draw something while torch imports
     import numpy as np
 
-    from ui import shell
+    from ui import page, pickers, render
     from viz import figures
     from viz.tokens import matrix_view, special_share
 
-shell.page_setup(TITLE)
+page.setup(TITLE)
 st.markdown(
     "Each map is one **attention head** of the model reading your text: row *i* is token *i* looking back "
     "at the tokens in the columns, with weights that sum to 1. Try another layer or head, hover a cell, or "
     "see every head at once in the Model view."
 )
-st.page_link("pages/10_Guided_walk.py", label="New to attention? Take the guided walk from RNNs to attention →")
-trace = shell.current_trace()
-stack_name = shell.stack_picker(trace)
+st.page_link("pages/90_Guided_walk.py", label="New to attention? Take the guided walk from RNNs to attention →")
+trace = page.current_trace()
+stack_name = pickers.stack_picker(trace)
 stack = trace.stacks[stack_name]
-layer, head = shell.layer_head_picker(stack)
-options = shell.token_options()
+layer, head = pickers.layer_head_picker(stack)
+options = pickers.token_options()
 rows, cols = trace.stack_tokens(stack_name)
-zoom = shell.zoom_picker(rows, cols)
+zoom = pickers.zoom_picker(rows, cols)
 forbidden = stack.forbidden(layer)
 head_weights = stack.attention(layer, head, value_weighted=options.value_weighted)
 views = {
@@ -36,7 +36,7 @@ views = {
         stack.head_mean(layer, value_weighted=options.value_weighted), rows, cols, forbidden, options
     ),
 }
-shown = shell.heatmaps_side_by_side(views, ["head_map", "mean_map"], zoom)
+shown = render.heatmaps_side_by_side(views, ["head_map", "mean_map"], zoom)
 share = special_share(head_weights / np.maximum(head_weights.sum(-1, keepdims=True), 1e-30), cols)
 if share >= PALE_SHARE and not options.hide_special:
     st.caption(
@@ -50,7 +50,7 @@ st.caption("Each row is one token attending; its weights over the columns sum to
 
 st.subheader("One query over the whole context")
 # A decoder's last token sees the whole text; its first sees only itself.
-query = shell.token_picker(
+query = pickers.token_picker(
     "Query token (the row that attends)", rows, key="query", default=len(rows) - 1 if stack.causal else 0
 )
 st.plotly_chart(
@@ -61,4 +61,4 @@ st.plotly_chart(
     ),
     key="query_line",
 )
-shell.downloads(shown, trace)
+render.downloads(shown, trace)

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 ROWS = [("minilm", 128), ("minilm", 512), ("smollm2", 512), ("smollm2", 1024), ("smollm2", 2048), ("smollm2", 4096)]
 # Running text for long inputs: this repository's own README and sources, repeated as needed.
-TEXT_FILES = ["README.md", "viz/trace.py", "viz/capture.py", "ui/shell.py", "viz/figures.py"]
+TEXT_FILES = ["README.md", "viz/trace.py", "viz/capture.py", "ui/page.py", "viz/figures.py"]
 PEER_MEMORY_LIMIT = 12 * 2**30  # a peer run that would hold more attention than this is not started
 BERTVIZ_HTML_BYTES_PER_WEIGHT = 44  # measured: 12×12 heads × 128² weights -> 104 MB of HTML
 BERTVIZ_MAX_WEIGHTS = 20_000_000  # ~0.9 GB of HTML: beyond this no browser tab opens it
@@ -85,8 +85,9 @@ def ours(model: str, tokens: int, repeat: int) -> dict:
     import torch
 
     from viz import figures
+    from viz.heads import stack_stats
     from viz.models import load_model
-    from viz.mosaic import GAP, attention_mosaic
+    from viz.mosaic import GAP
     from viz.tokens import TokenOptions, matrix_view, pool_view
     from viz.trace import build_trace
 
@@ -125,7 +126,7 @@ def ours(model: str, tokens: int, repeat: int) -> dict:
     query_s, _ = timed(lambda: stack.attention(layer, 1, rows=slice(tokens // 2, tokens // 2 + 1)))
 
     def model_view() -> int:
-        mosaic = attention_mosaic(stack)
+        mosaic = stack_stats(trace, stack.name).thumbnails.mosaic  # the one pass: thumbnails and head scores
         grid = figures.mosaic_figure(
             mosaic.png, mosaic.width, mosaic.height, mosaic.cell, stack.n_layers, stack.n_heads, GAP
         )

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_long import PeakRSS, long_text, rss  # noqa: E402
 from tests.apptest import problems  # noqa: E402
-from ui.shell import PAGES  # noqa: E402
+from ui.page import pages  # noqa: E402
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
     start_rss = rss()
     report = {"model": args.model, "tokens": args.tokens, "rss_at_start_gb": round(start_rss / 2**30, 2), "pages": {}}
     with PeakRSS() as overall:
-        for page, _ in PAGES:
+        for page, _, _ in pages():
             at = AppTest.from_file(str(ROOT / "attention_maps.py"), default_timeout=900)
             for key, value in dict(model=args.model, text=text, max_tokens=args.tokens).items():
                 at.query_params[key] = str(value)

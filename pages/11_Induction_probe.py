@@ -3,25 +3,26 @@
 import pandas as pd
 import streamlit as st
 
-from ui import shell, widgets
+from ui import messages, page, pickers, render, views, widgets
 from viz import figures
 from viz.errors import AtlasError
+from viz.heads import stack_stats
 from viz.induction import PROBE_LENGTHS, control_heads, copy_loss, induction_probe, position_bits, ranked_heads
 from viz.models import CAUSAL_LM
 from viz.tokens import TokenOptions, matrix_view
 
 RANKED = 10
 
-shell.page_setup("Induction probe")
+page.setup("Induction probe")
 st.markdown(
     "The probe is the model's start token, *N* random tokens, then the same *N* tokens again. Nothing predicts "
     "the first copy; the second is predictable only by finding the earlier copy and reading the token after it — "
     "what **induction heads** do (Olsson et al. 2022). Heads are ranked by TransformerLens's induction score "
     "over the second copy: the share of attention on the token after the earlier copy of the current one."
 )
-trace = shell.current_trace()  # the sidebar's model (and text, for the pages a ranked head opens on)
-loaded = shell.current_model()
-most = max(PROBE_LENGTHS[0], min(PROBE_LENGTHS[1], (trace.token_limit - 2) // 2))
+trace = page.current_trace()  # the sidebar's model (and text, for the pages a ranked head opens on)
+loaded = page.current_model()
+most = max(PROBE_LENGTHS[0], min(PROBE_LENGTHS[1], (page.session_limit() - 2) // 2))
 left, right = st.columns(2)
 length = widgets.number_input(
     "Random tokens per copy (N)", PROBE_LENGTHS[0], most, key="probe_length", default=min(50, most), place=left
@@ -30,13 +31,20 @@ seed = widgets.number_input("Seed", 0, 2**31 - 1, key="probe_seed", place=right)
 try:
     probe = induction_probe(loaded.tokenizer, length, seed)
 except AtlasError as err:
-    shell.say(st.error, "{message}", message=err)
+    messages.say(st.error, "{message}", message=err)
     st.stop()
-probe_trace = shell.probe_trace(probe)
-stack_name = next(name for name, s in probe_trace.stacks.items() if s.queries_from == "source")
+
+
+def read_probe(ablate: tuple[tuple[str, int, int], ...] = ()):
+    """The sidebar's model reading the probe (its token ids, not a text), cached like any Trace."""
+    return views.safely("Reading the probe…", lambda: page.trace_for(probe.text, token_ids=probe.ids, ablate=ablate))
+
+
+probe_trace = read_probe()
+stack_name = probe_trace.self_stacks[0]  # the stack that reads the probe
 stack = probe_trace.stacks[stack_name]
 tokens = probe_trace.tokens["source"]
-shell.say(
+messages.say(
     st.caption,
     f"{len(tokens)} tokens, read by the {stack_name}: {{start}} … second copy from #{probe.second_copy.start}: "
     "{second} …",
@@ -44,7 +52,8 @@ shell.say(
     second=" ".join(tokens.display[probe.second_copy.start : probe.second_copy.start + 5]),
 )
 
-scores = shell.cached_head_scores(probe_trace, stack_name, rows=(probe.second_copy.start, probe.second_copy.stop))
+second_copy = (probe.second_copy.start, probe.second_copy.stop)
+scores = views.derived(stack_stats, probe_trace, stack_name, rows=second_copy, what="Scoring every head").scores
 induction = scores.scores["induction"]
 labels = scores.roles()
 ranked = ranked_heads(induction)
@@ -72,12 +81,12 @@ rank = widgets.selectbox(
 )
 layer, head = ranked[rank]
 view = matrix_view(stack.attention(layer, head), tokens, tokens, stack.forbidden(layer), TokenOptions())
-shell.heatmap(view, f"layer {layer}, head {head} reading the probe", key="probe_map")
+render.heatmap(view, f"layer {layer}, head {head} reading the probe", key="probe_map")
 st.caption(
     f"An induction head draws a stripe {probe.length - 1} cells left of the diagonal in the second copy: each "
     "token attends to the token after its earlier copy. The buttons open this head on the sidebar's text."
 )
-shell.open_head_buttons(stack_name, layer, head, key="probe_open")
+pickers.open_head_buttons(stack_name, layer, head, key="probe_open")
 
 if probe_trace.head != CAUSAL_LM.name:
     st.info("The loss per token needs a model that predicts the next token; this one doesn't, so it stops here.")
@@ -88,8 +97,8 @@ k = widgets.slider("Switch off the top k induction heads", 1, most_k, key="probe
 top, control = ranked[:k], control_heads(ranked, k, seed)
 runs = {
     "the model": probe_trace,
-    f"top {k} induction heads off": shell.probe_trace(probe, ablate=tuple((stack_name, *h) for h in sorted(top))),
-    f"{len(control)} random other heads off": shell.probe_trace(probe, ablate=tuple((stack_name, *h) for h in control)),
+    f"top {k} induction heads off": read_probe(ablate=tuple((stack_name, *h) for h in sorted(top))),
+    f"{len(control)} random other heads off": read_probe(ablate=tuple((stack_name, *h) for h in control)),
 }
 bits = {name: position_bits(run) for name, run in runs.items()}
 columns = st.columns(len(bits))

@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from ui import shell, widgets
+from ui import messages, page, pickers, render, widgets
 from viz.errors import AtlasError
 from viz.models import CATALOG, CATALOG_BY_KEY
 from viz.tokens import difference_view, matrix_view, same_cells
@@ -11,8 +11,8 @@ from viz.tokens import difference_view, matrix_view, same_cells
 SIDEBAR = "sidebar"  # the sidebar's model and Trace
 SIDES = (("a", "Head A", 0), ("b", "Head B", 1))  # key suffix, title, default head
 
-shell.page_setup("Head beside head")
-trace = shell.current_trace()
+page.setup("Head beside head")
+trace = page.current_trace()
 text = st.session_state["text"]
 choices = [SIDEBAR, *(entry.key for entry in CATALOG)]
 
@@ -27,13 +27,13 @@ for column, (side, title, default_head) in zip(st.columns(2), SIDES, strict=True
         st.markdown(f"**{title}**")
         model = widgets.selectbox("Model", choices, key=f"beside_model_{side}", format_func=model_label)
         try:
-            side_trace = trace if model == SIDEBAR else shell.trace_for(text, model=model)
+            side_trace = trace if model == SIDEBAR else page.trace_for(text, model=model)
         except AtlasError as err:
-            shell.say(st.error, "{message}", message=err)
+            messages.say(st.error, "{message}", message=err)
             continue
         names = list(side_trace.stacks)
         stack_name = widgets.radio(
-            "Attention", names, key=f"beside_stack_{side}", format_func=shell.STACK_LABELS.get, horizontal=True
+            "Attention", names, key=f"beside_stack_{side}", format_func=pickers.STACK_LABELS.get, horizontal=True
         )
         stack = side_trace.stacks[stack_name]
         layer = widgets.slider("Layer", 0, stack.n_layers - 1, key=f"beside_layer_{side}")
@@ -44,19 +44,19 @@ for column, (side, title, default_head) in zip(st.columns(2), SIDES, strict=True
 if len(picked) < 2:
     st.stop()
 
-options = shell.token_options()
+options = pickers.token_options()
 views = {}
 for side, (side_trace, stack_name, layer, head) in picked.items():
     stack = side_trace.stacks[stack_name]
     rows, cols = side_trace.stack_tokens(stack_name)
     weights = stack.attention(layer, head, value_weighted=options.value_weighted)
-    title = f"{side.upper()}: {shell.STACK_LABELS[stack_name]}, layer {layer}, head {head}"
+    title = f"{side.upper()}: {pickers.STACK_LABELS[stack_name]}, layer {layer}, head {head}"
     views[title] = matrix_view(weights, rows, cols, stack.forbidden(layer), options)
 (view_a, view_b) = views.values()
 same_tokens = same_cells(view_a, view_b)
 rows, cols = picked["a"][0].stack_tokens(picked["a"][1])
-zoom = shell.zoom_picker(rows, cols) if same_tokens else None
-shown = shell.heatmaps_side_by_side(views, ["beside_a", "beside_b"], zoom)
+zoom = pickers.zoom_picker(rows, cols) if same_tokens else None
+shown = render.heatmaps_side_by_side(views, ["beside_a", "beside_b"], zoom)
 
 st.subheader("A − B")
 difference = difference_view(*shown.values())
@@ -69,6 +69,6 @@ elif difference.pooled > 1:
     st.info("Zoom to at most 512 × 512 tokens to see the difference cell by cell (max-pooling hides its signs).")
 else:
     peak = float(np.nanmax(np.abs(np.where(difference.masked, np.nan, difference.weights)), initial=0.0)) or 1.0
-    shell.heatmap(difference, "A − B (blue: A attends more, red: B does)", key="beside_diff", colorscale="RdBu",
+    render.heatmap(difference, "A − B (blue: A attends more, red: B does)", key="beside_diff", colorscale="RdBu",
                   zmin=-peak, zmax=peak)  # fmt: skip
-    shell.downloads({**shown, "A minus B": difference}, trace)
+    render.downloads({**shown, "A minus B": difference}, trace)

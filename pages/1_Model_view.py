@@ -2,8 +2,9 @@
 
 import streamlit as st
 
-from ui import shell
+from ui import page, pickers, render, views
 from viz import figures
+from viz.heads import THUMBNAIL_CELL, stack_stats
 from viz.mosaic import GAP
 from viz.tokens import matrix_view
 
@@ -14,16 +15,19 @@ def open_clicked_head() -> None:
         st.session_state["layer"], st.session_state["head"] = figures.clicked_layer_head(points[0])
 
 
-shell.page_setup("Model view")
-trace = shell.current_trace()
-stack_name = shell.stack_picker(trace)
+page.setup("Model view")
+trace = page.current_trace()
+stack_name = pickers.stack_picker(trace)
 stack = trace.stacks[stack_name]
-mosaic = shell.cached_mosaic(trace, stack_name)
+stats = views.derived(
+    stack_stats, trace, stack_name, what=f"Reading {stack.n_layers} layers × {stack.n_heads} heads from q and k"
+)
+mosaic = stats.thumbnails.mosaic
 
 st.caption(
-    f"{stack.n_layers} layers × {stack.n_heads} heads. Each thumbnail is one head's attention "
-    "(rows attend to columns), max-pooled to at most 64 × 64 pixels (a pixel shows the largest weight in its "
-    "block) and scaled to its own maximum; grey = masked. Click one to open it below."
+    f"{stack.n_layers} layers × {stack.n_heads} heads. Each thumbnail is one head's attention (rows attend to "
+    f"columns), max-pooled to at most {THUMBNAIL_CELL} × {THUMBNAIL_CELL} pixels (a pixel shows the largest weight "
+    "in its block) and scaled to its own maximum; grey = masked. Click one to open it below."
 )
 st.plotly_chart(
     figures.mosaic_figure(mosaic.png, mosaic.width, mosaic.height, mosaic.cell, stack.n_layers, stack.n_heads, GAP),
@@ -33,11 +37,11 @@ st.plotly_chart(
 )
 st.download_button("Grid as PNG", mosaic.png, file_name=f"{stack_name}-heads.png", mime="image/png")
 
-layer, head = shell.layer_head_picker(stack)
-options = shell.token_options()
+layer, head = pickers.layer_head_picker(stack)
+options = pickers.token_options()
 rows, cols = trace.stack_tokens(stack_name)
-zoom = shell.zoom_picker(rows, cols)
+zoom = pickers.zoom_picker(rows, cols)
 weights = stack.attention(layer, head, value_weighted=options.value_weighted)
 view = matrix_view(weights, rows, cols, stack.forbidden(layer), options)
-shown = shell.heatmap(view, f"Layer {layer}, head {head}", key="model_view_head", zoom=zoom)
-shell.downloads({f"{stack_name} layer {layer} head {head}": shown}, trace)
+shown = render.heatmap(view, f"Layer {layer}, head {head}", key="model_view_head", zoom=zoom)
+render.downloads({f"{stack_name} layer {layer} head {head}": shown}, trace)

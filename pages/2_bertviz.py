@@ -2,11 +2,11 @@
 
 import streamlit as st
 
-from ui import shell, widgets
-from viz.bertviz_views import drawn_height, too_large
+from ui import page, views, widgets
+from viz.bertviz_views import drawn_height, head_view_html, model_view_html, too_large
 
-shell.page_setup("bertviz head & model view")
-trace = shell.current_trace()
+page.setup("bertviz head & model view")
+trace = page.current_trace()
 view = widgets.radio("View", ["head", "model"], key="bertviz_view", format_func=lambda v: f"{v} view", horizontal=True)
 layer = 0
 if view == "head":
@@ -18,7 +18,7 @@ if reason:
     st.page_link("pages/1_Model_view.py", label="Open the Model view")
     st.stop()
 with st.spinner("Building the bertviz view…"):
-    html = shell.cached_bertviz(trace.identity, view, layer, trace)
+    html = views.derived(head_view_html, trace, layer) if view == "head" else views.derived(model_view_html, trace)
 st.iframe(html, height=min(drawn_height(trace, view), 4000))
 st.caption(
     (

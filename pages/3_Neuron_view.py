@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from ui import shell
+from ui import messages, page, pickers
 from viz import figures
 from viz.neuron import neuron_view
 
@@ -16,12 +16,12 @@ def load_course_preset() -> None:
     st.session_state.update(COURSE)
 
 
-shell.page_setup("Neuron view")
+page.setup("Neuron view")
 st.button("Course example: “time flies like an arrow”, layer 0, head 8", on_click=load_course_preset)
-trace = shell.current_trace()
-stack_name = shell.stack_picker(trace)
+trace = page.current_trace()
+stack_name = pickers.stack_picker(trace)
 stack = trace.stacks[stack_name]
-shell.say(
+messages.say(
     st.caption,
     "The course notes draw this example on bert-base-uncased (12 layers × 12 heads, 768 dimensions, 64 per head). "
     f"Here it runs on {{model}}: {stack.n_layers} layers × {stack.n_heads} heads, "
@@ -29,10 +29,10 @@ shell.say(
     "need not show the same pattern.",
     model=trace.model_name,
 )
-layer, head = shell.layer_head_picker(stack)
+layer, head = pickers.layer_head_picker(stack)
 rows, cols = trace.stack_tokens(stack_name)
 # A decoder's first token can only see itself: open on its last token, which sees the whole text.
-query = shell.token_picker(
+query = pickers.token_picker(
     "Query token (the row that attends)", rows, key="query", default=len(rows) - 1 if stack.causal else 0
 )
 v = neuron_view(stack, layer, head, query)
@@ -44,7 +44,7 @@ shown_keys = [f"#{j} {keys[j]}" if len(shown) < len(keys) else keys[j] for j in 
 st.subheader("1 · Project: query, keys and values")
 st.caption(
     "The model multiplied each token's hidden state by this head's W_q, W_k and W_v. "
-    + f"Positions: {shell.current_model().adapter.positions}. "
+    + f"Positions: {page.current_model().adapter.positions}. "
     + (
         f"Grouped-query attention: this head shares keys and values with {stack.n_heads // stack.kv_heads - 1} other "
         "heads. "

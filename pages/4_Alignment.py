@@ -3,37 +3,37 @@
 import numpy as np
 import streamlit as st
 
-from ui import shell
+from ui import messages, page, pickers, render
 from viz.alignment import alignment
 from viz.architectures import DECODER, ENCODER_DECODER
 from viz.errors import AtlasError
 from viz.tokens import matrix_view
 
-shell.page_setup("Alignment")
-needs_output = shell.Offer(
+page.setup("Alignment")
+needs_output = page.Offer(
     (DECODER, ENCODER_DECODER),
     "dates",
     0,
     "Alignment needs a model that writes output; the sidebar's model is an encoder.",
 )
-trace = shell.current_trace(generate=True, offer=needs_output)
+trace = page.current_trace(generate=True, offer=needs_output)
 try:
     align = alignment(trace)
 except AtlasError as err:
-    shell.say(st.warning, "{message}", message=err)
+    messages.say(st.warning, "{message}", message=err)
     st.stop()
 
-output_text = shell.current_model().tokenizer.decode(align.outputs.ids.tolist(), skip_special_tokens=True)
-st.markdown(f"**Output:** {shell.literal(output_text)}")
+output_text = page.current_model().tokenizer.decode(align.outputs.ids.tolist(), skip_special_tokens=True)
+st.markdown(f"**Output:** {messages.literal(output_text)}")
 st.caption(
     f"{align.kind}: row i is the decoder step that produced output token i; columns are the input tokens. "
     "Type a target text in the sidebar to see how the model aligns a translation you give it (forced decoding)."
     if align.kind == "cross-attention"
     else "generated → prompt: row i is the step that produced generated token i; columns are the prompt tokens."
 )
-layer, head = shell.layer_head_picker(align.stack)
-options = shell.token_options()
-zoom = shell.zoom_picker(align.outputs, align.inputs)
+layer, head = pickers.layer_head_picker(align.stack)
+options = pickers.token_options()
+zoom = pickers.zoom_picker(align.outputs, align.inputs)
 no_mask = np.zeros((len(align.outputs), len(align.inputs)), dtype=bool)
 weighted = options.value_weighted
 matrices = {
@@ -48,6 +48,6 @@ shown = {}
 for i, (place, (title, weights)) in enumerate(zip(places, matrices.items(), strict=True)):
     view = matrix_view(weights, align.outputs, align.inputs, no_mask, options)
     with place:
-        shown[title] = shell.heatmap(view, title, key=f"alignment_{i}", zoom=zoom, colorscale="gray")
+        shown[title] = render.heatmap(view, title, key=f"alignment_{i}", zoom=zoom, colorscale="gray")
 st.caption("Black = 0, white = the largest weight in the matrix, as in Bahdanau et al. (2015).")
-shell.downloads(shown, trace)
+render.downloads(shown, trace)

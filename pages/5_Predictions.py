@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from ui import shell, widgets
+from ui import messages, page, views, widgets
 from viz import figures
 from viz import predictions as P
 from viz.architectures import ENCODER
@@ -17,13 +17,13 @@ def show_mlm(trace, loaded):
     tok = loaded.tokenizer
     masks = P.fill_mask(trace, tok, k=10)
     if not masks:
-        shell.say(
+        messages.say(
             st.info,
             "Put {mask} in the text to ask the model to fill it — or mask any token below.",
             mask=tok.mask_token,
         )
     for position, candidates in masks.items():
-        st.markdown(f"**{shell.literal(tok.mask_token)} at position {position}**")
+        st.markdown(f"**{messages.literal(tok.mask_token)} at position {position}**")
         show_candidates(candidates, f"mask_{position}")
     seq = trace.tokens["source"]
     choices = [i for i in range(len(seq)) if not seq.special[i] and seq.ids[i] != tok.mask_token_id]
@@ -37,8 +37,8 @@ def show_mlm(trace, loaded):
         )
         if position is not None:
             masked_text = P.text_with_mask_at(trace, tok, position)
-            masked = shell.trace_for(masked_text)
-            shell.say(st.caption, "Input: {text}", text=masked_text)
+            masked = page.trace_for(masked_text)
+            messages.say(st.caption, "Input: {text}", text=masked_text)
             for candidates in P.fill_mask(masked, tok, k=10).values():
                 show_candidates(candidates, "masked_choice")
 
@@ -87,18 +87,19 @@ def show_causal(trace, loaded):
         temperature = widgets.number_input("Temperature", 0.05, 5.0, key="temperature", default=0.8, place=cols[2])
         top_k = widgets.number_input("Top-k", 1, 1000, key="top_k", default=50, place=cols[3])
         seed = widgets.number_input("Seed", 0, 10_000, key="seed", place=cols[4])
-        more = shell.cached_continuation(
-            trace.identity, int(n), mode == "sample", float(temperature), int(top_k), int(seed), loaded, trace
-        )
+        limit = page.session_limit()
+        settings = (int(n), mode == "sample", float(temperature), int(top_k), int(seed))
+        more = views.derived(P.continuation, loaded, trace, limit, *settings, queued=True)
         if more.allowed < more.asked:
-            shell.say_cut(trace.token_limit, more.allowed, more.asked)
-        st.markdown(shell.literal(more.prompt) + shell.literal_bold(more.text))
+            messages.say_cut(limit, more.allowed, more.asked)
+        st.markdown(messages.literal(more.prompt) + messages.literal_bold(more.text))
 
 
 def show_seq2seq(trace, loaded):
     p = P.target_probabilities(trace)
     target = trace.tokens["target"]
-    st.markdown("**Output:** " + shell.literal(loaded.tokenizer.decode(target.ids.tolist(), skip_special_tokens=True)))
+    output = loaded.tokenizer.decode(target.ids.tolist(), skip_special_tokens=True)
+    st.markdown("**Output:** " + messages.literal(output))
     st.plotly_chart(
         figures.weight_bars(p, list(target.display), "probability of each output token when produced"),
         key="target_probs",
@@ -113,7 +114,7 @@ def show_classes(trace, loaded):
     )
     numbers = lambda values: "[" + ", ".join(f"{v:.4f}" for v in values) + "]"  # noqa: E731
     label, probability, _ = max(rows, key=lambda r: r[1])
-    shell.say(
+    messages.say(
         st.markdown,
         f"logits {numbers(frame['logit'])} → softmax {numbers(frame['probability'])} → id2label → **{{label}}** "
         f"({probability:.4f})",
@@ -128,13 +129,13 @@ BATCH_SECOND = "I hate this so much!"  # the course's second sentence
 def show_batch(trace, loaded):
     """The course's two-sentence batch: padding and the attention mask, then logits → softmax → labels."""
     with st.expander("Two sentences in one batch, as in the course (padding and attention mask)"):
-        batch = shell.cached_batch(loaded, (trace.text, BATCH_SECOND))
+        batch = views.derived(P.classify_batch, loaded, (trace.text, BATCH_SECOND), queued=True)
         st.caption(
             "tokenizer(texts, padding=True, truncation=True): the shorter text is padded to the longer one's "
             "length; its attention mask is 0 there, so no token attends to the padding."
         )
         for i, text in enumerate(batch.texts):
-            shell.say(st.markdown, "**{text}** → {label}", text=text, label=batch.labels[i])
+            messages.say(st.markdown, "**{text}** → {label}", text=text, label=batch.labels[i])
             st.dataframe(
                 pd.DataFrame(
                     [batch.tokens[i], batch.input_ids[i], batch.attention_mask[i]],
@@ -165,7 +166,7 @@ def show_pipeline(trace, loaded):
     )
     middle.markdown("**2 · Model**: ids → logits")
     shapes = [f"input_ids ({1}, {len(seq)})"] + [
-        f"{name} (1, {', '.join(map(str, v.shape))})" for name, v in trace.outputs.items()
+        f"{name} (1, {', '.join(map(str, shape))})" for name, shape in trace.output_shapes.items()
     ]
     middle.markdown("  \n".join(f"`{s}`" for s in shapes))
     middle.caption(f"{trace.model_class}: {loaded.model.config.num_hidden_layers} layers, then the task head.")
@@ -197,7 +198,7 @@ def show_qa(trace, loaded):
         return
     spans = P.answer_spans(trace, loaded.tokenizer, k=5)
     if spans:
-        st.success(f"**Answer:** {shell.literal(spans[0].text)}  (score {spans[0].score:.3f})")
+        st.success(f"**Answer:** {messages.literal(spans[0].text)}  (score {spans[0].score:.3f})")
     st.dataframe(
         pd.DataFrame(
             [(s.text, s.score, s.start, s.end, s.start_logit, s.end_logit) for s in spans],
@@ -219,7 +220,7 @@ def show_embedding(trace, loaded):
     )
     other = widgets.text_input("Compare with another text", key="compare_text", default="A cat was sitting on a rug.")
     if other.strip():
-        st.metric("cosine similarity", f"{P.cosine(vector, P.sentence_embedding(shell.trace_for(other))):.3f}")
+        st.metric("cosine similarity", f"{P.cosine(vector, P.sentence_embedding(page.trace_for(other))):.3f}")
     labels = widgets.text_input(
         "Candidate labels (comma-separated): zero-shot by similarity",
         key="candidate_labels",
@@ -227,7 +228,7 @@ def show_embedding(trace, loaded):
     )
     names = [x.strip() for x in labels.split(",") if x.strip()]
     if names:
-        scores = np.array([P.cosine(vector, P.sentence_embedding(shell.trace_for(n))) for n in names])
+        scores = np.array([P.cosine(vector, P.sentence_embedding(page.trace_for(n))) for n in names])
         st.plotly_chart(figures.weight_bars(scores, names, "cosine similarity to each label", ".3f"), key="zeroshot")
 
 
@@ -241,10 +242,10 @@ RENDER = {
     "question-answering": show_qa,
 }
 
-shell.page_setup("Predictions")
-trace = shell.current_trace()
-loaded = shell.current_model()
-shell.say(
+page.setup("Predictions")
+trace = page.current_trace()
+loaded = page.current_model()
+messages.say(
     st.markdown,
     "**{model_class}** — loaded with {auto_class}; head: **{head}**",
     model_class=trace.model_class,
@@ -252,7 +253,7 @@ shell.say(
     head=trace.head,
 )
 if loaded.untrained_head:
-    shell.say(
+    messages.say(
         st.warning,
         "This checkpoint has no trained weights for its {head} head ({modules}…): they would be random, "
         "so no predictions are shown.",
@@ -266,17 +267,18 @@ elif trace.family == ENCODER:
 else:
     st.info("This checkpoint has no task head: it only produces hidden states (see the Hidden states page).")
 
-if trace.outputs and not loaded.untrained_head:
+if trace.output_shapes and not loaded.untrained_head:
     show_pipeline(trace, loaded)
     with st.expander("How the head turns the last hidden state into predictions"):
         st.table(pd.DataFrame(P.head_modules(loaded.model), columns=["module", "layers"]))
-        name, logits = next(iter(trace.outputs.items()))
-        row = logits if logits.ndim == 1 else logits[-1]
+        name = next(iter(trace.output_shapes))
+        values = trace.logits(slice(-1, None)) if name == "logits" else trace.outputs[name]
+        row = values if values.ndim == 1 else values[-1]
         probs = P.softmax(row)
         top = np.argsort(-row)[:10]
         id2label = loaded.model.config.id2label if row.shape[-1] == loaded.model.config.num_labels else None
         names = [id2label[int(i)] if id2label else loaded.tokenizer.decode([int(i)]) for i in top]
-        shell.say(
+        messages.say(
             st.caption,
             "{name} of the last position: raw scores → softmax → probabilities"
             + (" → id2label" if id2label else " → tokens"),

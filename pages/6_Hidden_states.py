@@ -3,20 +3,20 @@
 import numpy as np
 import streamlit as st
 
-from ui import shell, widgets
+from ui import page, pickers, views, widgets
 from viz import figures
 from viz.hidden import dominant_dimensions, layer_cosines, norms, pca_2d
-from viz.lens import lens_available
+from viz.lens import lens_available, logit_lens
 
 LENS_WINDOW = 64
 
-shell.page_setup("Hidden states & logit lens")
-trace = shell.current_trace()
-loaded = shell.current_model()
+page.setup("Hidden states & logit lens")
+trace = page.current_trace()
+loaded = page.current_model()
 names = list(trace.hidden_states)
-stack = shell.one_of_stacks(names, "hidden_stack")
+stack = pickers.one_of_stacks(names, "hidden_stack")
 hidden = trace.hidden_states[stack]
-tokens = trace.tokens["source" if stack == "encoder" or "cross" not in trace.stacks else "decoder_input"]
+tokens = trace.hidden_tokens(stack)
 labels = list(tokens.display)
 
 left, right = st.columns(2)
@@ -57,11 +57,10 @@ st.plotly_chart(
 )
 
 st.subheader("Logit lens")
-if not lens_available(loaded) or loaded.untrained_head:
+if not lens_available(trace) or loaded.untrained_head:
     st.info("The logit lens reads hidden states through a trained language-model head; this model has none.")
     st.stop()
-lens_stack = "decoder" if "decoder" in trace.hidden_states else "encoder"
-lens_tokens = trace.tokens["decoder_input" if lens_stack == "decoder" and "cross" in trace.stacks else "source"]
+lens_tokens = trace.hidden_tokens(trace.output_stack)
 start = 0
 if len(lens_tokens) > LENS_WINDOW:  # each position costs a full vocabulary projection per layer
     last_start = len(lens_tokens) - LENS_WINDOW
@@ -74,7 +73,7 @@ if len(lens_tokens) > LENS_WINDOW:  # each position costs a full vocabulary proj
         help="Long texts are read a window at a time: every position costs one projection onto the whole "
         "vocabulary per layer.",
     )
-lens = shell.cached_lens(trace.identity, start, start + LENS_WINDOW, _loaded=loaded, _trace=trace)
+lens = views.derived(logit_lens, trace, positions=slice(start, start + LENS_WINDOW), queued=True)
 lens_tokens = lens_tokens.slice(start, start + LENS_WINDOW)
 decode = np.vectorize(lambda i: loaded.tokenizer.decode([int(i)]).strip() or "␣")
 top1 = decode(lens.top_ids[..., 0])

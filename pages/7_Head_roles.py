@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from ui import shell, widgets
+from ui import messages, page, pickers, render, views, widgets
 from viz import figures
 from viz.errors import AtlasError
 from viz.heads import (
@@ -19,6 +19,7 @@ from viz.heads import (
     custom_pattern,
     role_codes,
     rollout,
+    stack_stats,
 )
 from viz.induction import ranked_heads
 from viz.tokens import matrix_view
@@ -30,10 +31,9 @@ MEASURES = {
 }
 RANKED = 10  # heads listed under a pattern
 
-shell.page_setup("Head roles & rollout")
-trace = shell.current_trace()
-names = [name for name in trace.stacks if name != "cross"]  # patterns and rollout need self-attention
-stack_name = shell.one_of_stacks(names, "roles_stack")
+page.setup("Head roles & rollout")
+trace = page.current_trace()
+stack_name = pickers.one_of_stacks(list(trace.self_stacks), "roles_stack")  # patterns and rollout read self-attention
 stack = trace.stacks[stack_name]
 exclude_first = widgets.checkbox(
     "Leave out the first token",
@@ -41,7 +41,8 @@ exclude_first = widgets.checkbox(
     help="Score each pattern as a share of the attention that does not go to the first token (TransformerLens's "
     "exclude_bos): a head that parks most of its attention there can still be found by what it does with the rest.",
 )
-scores = shell.cached_head_scores(trace, stack_name, exclude_first)
+stats = views.derived(stack_stats, trace, stack_name, what=f"Scoring {stack.n_layers} layers × {stack.n_heads} heads")
+scores = stats.scored(exclude_first)
 labels = scores.roles()
 
 st.caption(
@@ -91,15 +92,17 @@ elif kind == "a rule you type":
         "Rule", key="pattern_rule", default="j == i - 2", place=right, help=RULE_HELP, max_chars=200
     )
 try:
-    name, rule = custom_pattern(kind, k, rule_text)
+    name, _ = custom_pattern(kind, k, rule_text)  # checks a typed rule before any pass
     # A built-in pattern is already scored above: no second pass over every head's attention.
     ranked = (
         scores
         if name[0] in PATTERNS
-        else shell.cached_head_scores(trace, stack_name, exclude_first, custom=(name, rule))
+        else views.derived(
+            stack_stats, trace, stack_name, pattern=(kind, k, rule_text), what="Scoring the pattern"
+        ).scored(exclude_first)
     )
 except AtlasError as err:
-    shell.say(st.warning, "{message}", message=err)
+    messages.say(st.warning, "{message}", message=err)
 else:
     score, applies = ranked.scores[name[0]], ranked.where_applies[name[0]]
     top = ranked_heads(score)[:RANKED]
@@ -121,7 +124,7 @@ else:
         key="roles_rank",
         format_func=lambda r: f"#{r + 1}: layer {top[r][0]}, head {top[r][1]}",
     )
-    shell.open_head_buttons(stack_name, *top[rank], key="roles_open")
+    pickers.open_head_buttons(stack_name, *top[rank], key="roles_open")
 
 st.subheader("Attention rollout")
 st.caption(
@@ -131,12 +134,13 @@ st.caption(
 )
 layer = widgets.slider("After layer", 0, stack.n_layers - 1, key="rollout_layer", default=stack.n_layers - 1)
 tokens = trace.tokens[stack.queries_from]
-options = shell.token_options(value_weighted=False)
+options = pickers.token_options(value_weighted=False)
 try:
     mixed = rollout(stack, layer)
 except AtlasError as err:
-    shell.say(st.info, "{message}", message=err)
+    messages.say(st.info, "{message}", message=err)
     st.stop()
 view = matrix_view(mixed, tokens, tokens, np.zeros(mixed.shape, dtype=bool), options)
-shown = shell.heatmap(view, f"rollout through layers 0–{layer}", key="rollout", zoom=shell.zoom_picker(tokens, tokens))
-shell.downloads({f"{stack_name} rollout to layer {layer}": shown}, trace)
+zoom = pickers.zoom_picker(tokens, tokens)
+shown = render.heatmap(view, f"rollout through layers 0–{layer}", key="rollout", zoom=zoom)
+render.downloads({f"{stack_name} rollout to layer {layer}": shown}, trace)

@@ -5,13 +5,14 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from ui import shell, widgets
+from ui import messages, page, render, sidebar, views, widgets
 from viz.errors import AtlasError
+from viz.heads import stack_stats
 from viz.models import CATALOG, CATALOG_BY_KEY
 from viz.tokens import TokenOptions, matrix_view
 
-shell.page_setup("Encoder vs decoder")
-shell.sidebar()
+page.setup("Encoder vs decoder")
+sidebar.sidebar()
 text = st.session_state["text"]
 keys = [entry.key for entry in CATALOG]
 left, right = st.columns(2)
@@ -35,24 +36,24 @@ curves = []
 for side, column, key in zip(("left", "right"), (left, right), models, strict=True):
     try:  # each side says it is loading (a slow model must not leave a blank column)
         with column, st.spinner(f"Loading {CATALOG_BY_KEY[key].label.split(' · ')[0]} and reading the text…"):
-            trace = shell.trace_for(text, model=key)
+            trace = page.trace_for(text, model=key)
     except AtlasError as err:
         column.error(str(err))
         continue
-    stack_name = "encoder" if "encoder" in trace.stacks else "decoder"
+    stack_name = trace.self_stacks[0]
     stack = trace.stacks[stack_name]
     layer = round(depth * (stack.n_layers - 1))
     tokens = trace.tokens["source"]
     view = matrix_view(stack.head_mean(layer), tokens, tokens, stack.forbidden(layer), options)
     with column:
-        shell.say(
+        messages.say(
             st.caption,
             f"{{model}}: {stack_name}, {stack.n_layers} layers × {stack.n_heads} heads, "
             f"{'causal (sees only the past)' if stack.causal else 'bidirectional (sees both sides)'}",
             model=trace.model_name,
         )
-        shell.heatmap(view, f"layer {layer}, mean over heads (special tokens hidden)", key=f"compare_map_{side}")
-    scores = shell.cached_head_scores(trace, stack_name)
+        render.heatmap(view, f"layer {layer}, mean over heads (special tokens hidden)", key=f"compare_map_{side}")
+    scores = views.derived(stack_stats, trace, stack_name).scores
     rel = np.linspace(0, 1, stack.n_layers)
     for name, values in (
         ("entropy", scores.entropy),

@@ -3,14 +3,14 @@
 import pandas as pd
 import streamlit as st
 
-from ui import shell, widgets
+from ui import messages, page, widgets
 from viz import figures
-from viz.ablation import hidden_cosine, kl_divergence
+from viz.ablation import hidden_cosine, prediction_shift
 from viz.predictions import top_candidates
 
-shell.page_setup("Head ablation")
-trace = shell.current_trace()
-loaded = shell.current_model()
+page.setup("Head ablation")
+trace = page.current_trace()
+loaded = page.current_model()
 choices = [
     (name, layer, head) for name, s in trace.stacks.items() for layer in range(s.n_layers) for head in range(s.n_heads)
 ]
@@ -27,22 +27,23 @@ picked = widgets.multiselect(
 if not picked:
     st.info("Pick one or more heads. The model then runs once more on the same input without them.")
     st.stop()
-ablated = shell.variant(ablate=tuple(sorted(picked)))
+ablated = page.variant(ablate=tuple(sorted(picked)))
 st.caption(f"Ablated: {', '.join(label(c) for c in sorted(picked))}")
 
-if "logits" in trace.outputs:
-    kl = kl_divergence(trace.outputs["logits"], ablated.outputs["logits"])
+if trace.has_logits:
+    kl = prediction_shift(trace, ablated)
     if kl.ndim == 0:  # a classifier: one distribution over labels
         st.metric("KL divergence of the label distribution (bits)", f"{float(kl):.4f}")
     else:
-        rows = trace.tokens["target" if "cross" in trace.stacks else "source"]
+        rows = trace.output_tokens
         st.plotly_chart(
             figures.weight_bars(kl, list(rows.display), "KL(original ‖ ablated) per position, bits", ".4f"), key="kl"
         )
         position = int(kl.argmax())
-        st.markdown(f"Most affected position: **{shell.literal(rows.display[position])}** (#{position})")
-        before = top_candidates(trace.outputs["logits"][position], loaded.tokenizer, 5)
-        after = top_candidates(ablated.outputs["logits"][position], loaded.tokenizer, 5)
+        st.markdown(f"Most affected position: **{messages.literal(rows.display[position])}** (#{position})")
+        at = slice(position, position + 1)
+        before = top_candidates(trace.logits(at)[0], loaded.tokenizer, 5)
+        after = top_candidates(ablated.logits(at)[0], loaded.tokenizer, 5)
         st.dataframe(
             pd.DataFrame(
                 {

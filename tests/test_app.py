@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.apptest import decode, option_value, plotly_specs, problems, run_page
-from ui.shell import cached_model
+from ui.views import cached_model
 
 
 def heatmap_z(at, index=0) -> np.ndarray:
@@ -80,7 +80,7 @@ def test_encoder_decoder_shows_cross_attention(tiny_dirs):
 
 
 def test_model_and_user_text_is_shown_literally_in_markdown():
-    from ui.shell import literal
+    from ui.messages import literal
 
     evil = "**bold** [x](javascript:alert(1)) <img src=x onerror=alert(1)> # heading"
     escaped = literal(evil)
@@ -158,7 +158,7 @@ SWEEPS = [  # every page, on the families whose widgets differ
     ("pages/5_Predictions.py", "minilm", M), ("pages/5_Predictions.py", "dates", D),
     ("pages/6_Hidden_states.py", "dates", D), ("pages/7_Head_roles.py", "dates", D),
     ("pages/8_Encoder_vs_decoder.py", "minilm", M), ("pages/9_Head_ablation.py", "dates", D),
-    ("pages/10_Guided_walk.py", "dates", D), ("pages/11_Induction_probe.py", "smollm2", S),
+    ("pages/90_Guided_walk.py", "dates", D), ("pages/11_Induction_probe.py", "smollm2", S),
     ("pages/11_Induction_probe.py", "dates", D), ("pages/11_Induction_probe.py", "tiny:gpt2", S),
     ("pages/12_Head_beside_head.py", "dates", D),
 ]  # fmt: skip

@@ -7,19 +7,19 @@ import pytest
 
 from tests.apptest import problems, run_page
 from tests.browser import CHROMIUM, wait_until_idle
-from ui import cold_start, shell
+from ui import cold_start, views
 
 WAITING = b"Starting up: importing PyTorch"
 
 
 def test_warm_up_computes_the_trace_a_new_visitor_reads():
-    shell.trace_cache().clear()
+    views.trace_cache().clear()
     cold_start.warm_up()
-    assert len(shell.trace_cache()) == 1
+    assert len(views.trace_cache()) == 1
     at = run_page()  # no URL parameters: a new visitor's first page
     assert not problems(at)
-    assert at.session_state["current_trace_args"] == shell.trace_args(shell.DEFAULTS)
-    assert len(shell.trace_cache()) == 1  # the page read the warmed Trace: no second forward pass
+    assert at.session_state["current_trace_args"] == views.trace_args(views.DEFAULTS)
+    assert len(views.trace_cache()) == 1  # the page read the warmed Trace: no second forward pass
     assert len(at.get("plotly_chart")) == 3  # the head, the mean over heads, one query's line
 
 
@@ -27,7 +27,7 @@ def test_a_failed_warm_up_is_logged_and_the_page_still_serves(monkeypatch, caplo
     def refuse() -> None:
         raise RuntimeError("no default model here")
 
-    monkeypatch.setattr(shell, "warm_default_trace", refuse)
+    monkeypatch.setattr(views, "warm_default_trace", refuse)
     cold_start.warm_up()  # must not raise: it runs in the server's start-up thread
     assert "warm-up at server start failed" in caplog.text
     monkeypatch.undo()

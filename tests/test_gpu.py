@@ -32,4 +32,4 @@ def test_trace_on_cuda_matches_recomputation(tiny_dirs, dtype):
 def test_smollm2_on_cuda_knows_paris():
     loaded = load_model("smollm2", device="cuda", dtype="float16")
     trace = build_trace(loaded, "The capital of France is")
-    assert loaded.tokenizer.decode([int(trace.outputs["logits"][-1].argmax())]) == " Paris"
+    assert loaded.tokenizer.decode([int(trace.logits()[-1].argmax())]) == " Paris"

@@ -351,11 +351,11 @@ def test_two_heads_side_by_side_and_their_difference(minilm):
 def test_a_built_in_pattern_is_ranked_from_the_standard_scores_without_another_pass(monkeypatch):
     """Ranking by 'the token after its previous occurrence' (the default) or 'k = 1 tokens back' reads the
     scores already computed for the grid; only a new pattern streams every head's attention again."""
-    import ui.shell
+    import viz.heads
 
     calls = []
-    original = ui.shell.head_scores
-    monkeypatch.setattr(ui.shell, "head_scores", lambda *a, **kw: calls.append(a[2]) or original(*a, **kw))
+    original = viz.heads.head_stats
+    monkeypatch.setattr(viz.heads, "head_stats", lambda *a, **kw: calls.append(a[2]) or original(*a, **kw))
     at = run_page("pages/7_Head_roles.py", model="minilm", text="A pattern counting text, seen once here.")
     assert problems(at) == [] and len(calls) == 1  # the default (induction) ranking: the grid's pass only
     at.selectbox(key="pattern_kind").set_value("k tokens back").run()  # k = 2: a pattern of its own

@@ -9,7 +9,8 @@ import pytest
 
 from tests.apptest import decode, plotly_specs, problems, run_page
 from tests.tiny import build_tiny, eager_attentions
-from ui import shell
+from ui import views
+from ui.page import pages as all_pages
 from viz.cache import ByteBudgetCache
 from viz.models import load_model
 from viz.trace import build_trace
@@ -18,7 +19,7 @@ TOKENS = 3000
 WORDS = "the cat sat on the mat time flies like an arrow paris is the capital of france".split()
 TEXT = " ".join(WORDS[i % len(WORDS)] for i in range(TOKENS + 50))
 # Every page but the two that compare or teach on other models (they read the catalog's models).
-PAGES = [page for page, _ in shell.PAGES if not page.endswith(("8_Encoder_vs_decoder.py", "10_Guided_walk.py"))]
+PAGES = [path for path, _, _ in all_pages() if not path.endswith(("8_Encoder_vs_decoder.py", "90_Guided_walk.py"))]
 
 
 @pytest.fixture(scope="module")
@@ -156,15 +157,15 @@ def test_a_failed_computation_is_not_cached():
 def test_trace_cache_budget_and_sizes_shown(monkeypatch):
     """The app's Trace cache is bounded by ATLAS_TRACE_CACHE_GB and every page says what a Trace weighs."""
     monkeypatch.setenv("ATLAS_TRACE_CACHE_GB", "0.5")
-    shell.trace_cache.clear()
+    views.trace_cache.clear()
     try:
         at = run_page("attention_maps.py", model="minilm", text="The cat sat on the mat.")
         assert problems(at) == []
         caption = next(c.value for c in at.caption if "trace" in c.value)
         assert "cpu: trace 0.4 MB, cache 0.4 MB of 0.50 GB" in caption and "limit 256" in caption
-        assert shell.trace_cache().budget == 2**29
+        assert views.trace_cache().budget == 2**29
     finally:
-        shell.trace_cache.clear()
+        views.trace_cache.clear()
 
 
 def test_a_prompt_that_fills_the_cap_generates_nothing_and_says_so(long_llama):
@@ -187,17 +188,17 @@ def test_block_wise_surprisal_and_kl_equal_the_whole_computation(long_llama, mon
     _, loaded = long_llama
     trace = build_trace(loaded, TEXT, max_tokens=300)
     ablated = build_trace(loaded, TEXT, max_tokens=300, ablate=(("decoder", 1, 2),))
-    logits, ids = trace.outputs["logits"], trace.tokens["source"].ids
+    logits, ids = trace.logits(), trace.tokens["source"].ids
     probs = softmax(logits[:-1])
     p = probs[np.arange(len(ids) - 1), ids[1:]]
-    q = softmax(ablated.outputs["logits"])
+    q = softmax(ablated.logits())
     kl = (softmax(logits) * (np.log2(softmax(logits)) - np.log2(q))).sum(-1)
     monkeypatch.setattr(predictions, "ROWS_AT_ONCE", 7)
     monkeypatch.setattr(ablation, "ROWS_AT_ONCE", 7)
     s = predictions.surprisal(trace)
     np.testing.assert_allclose(s.probability, p, rtol=1e-12)
     np.testing.assert_array_equal(s.rank, (probs > p[:, None]).sum(1) + 1)
-    np.testing.assert_allclose(ablation.kl_divergence(logits, ablated.outputs["logits"]), kl, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ablation.kl_divergence(logits, ablated.logits()), kl, rtol=1e-9, atol=1e-12)
 
 
 def test_pca_axes_are_the_principal_components():

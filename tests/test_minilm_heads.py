@@ -106,7 +106,7 @@ def test_predictions_page_walks_the_pipeline_with_the_models_numbers(sentiment):
     at = run_page("pages/5_Predictions.py", model="minilm-sentiment", text=SENTIMENT)
     assert problems(at) == []
     trace = build_trace(sentiment, SENTIMENT)
-    logits = trace.outputs["logits"]
+    logits = trace.logits()
     markdown = " ".join(m.value for m in at.markdown)
     for value in (*logits, *P.softmax(logits)):
         assert f"{value:.4f}" in markdown

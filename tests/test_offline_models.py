@@ -23,7 +23,7 @@ def test_smollm2_is_llama_with_gqa_and_knows_paris(smollm2):
     assert trace.model_class == "LlamaForCausalLM"
     assert (stack.n_layers, stack.n_heads, stack.kv_heads) == (30, 9, 3)
     assert trace.tokens["source"].raw[1] == "Ġcapital" and trace.tokens["source"].display[1] == "capital"
-    next_id = int(trace.outputs["logits"][-1].argmax())
+    next_id = int(trace.logits()[-1].argmax())
     assert smollm2.tokenizer.decode([next_id]) == " Paris"
     generated = smollm2.model.generate(
         **smollm2.tokenizer("The capital of France is", return_tensors="pt"), max_new_tokens=1, do_sample=False
@@ -60,7 +60,7 @@ def test_first_smollm2_load_reports_real_progress(tmp_path, monkeypatch):
     assert [done for done, _ in heard] == sorted(done for done, _ in heard) and heard[-1][0] == 1.0
     assert "s left)" in counts[0] and counts[-1].endswith("(about 0 s left)")
     assert not needs_slow_first_load("smollm2")
-    next_id = int(build_trace(loaded, "The capital of France is").outputs["logits"][-1].argmax())
+    next_id = int(build_trace(loaded, "The capital of France is").logits()[-1].argmax())
     assert loaded.tokenizer.decode([next_id]) == " Paris"
 
 

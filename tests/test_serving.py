@@ -95,7 +95,7 @@ def test_a_waiter_that_gives_up_leaves_the_line():
 def test_error_messages_quote_a_model_id_literally(mark, monkeypatch):
     """The hub id is user text: the message escapes every mark (literal()) so no image, link, colour or
     maths can render; a browser test checks the rendered DOM (tests/test_hostile.py)."""
-    from ui.shell import literal
+    from ui.messages import literal
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     at = run_page(model=f"hub:{mark}", text="hi")
@@ -121,12 +121,12 @@ def test_public_mode_serves_the_list_only(monkeypatch):
 
 def test_public_mode_hides_library_messages_that_may_name_server_paths(monkeypatch):
     monkeypatch.setenv("ATLAS_PUBLIC", "1")
-    import ui.shell as shell
+    import ui.views as views
 
     def broken(*args, **kwargs):
         raise OSError("[Errno 2] No such file: '/srv/secret/model.safetensors'")
 
-    monkeypatch.setattr(shell, "build_trace", broken)
+    monkeypatch.setattr(views, "build_trace", broken)
     at = run_page(model="minilm", text="a text no test has traced before: public-mode-error")
     assert problems(at) and all("/srv/secret" not in p for p in problems(at))
     assert any("OSError" in p and "details are in the server" in p for p in problems(at))

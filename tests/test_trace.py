@@ -41,8 +41,8 @@ def test_stacks_and_shapes(tiny_trace):
     hidden = next(iter(trace.hidden_states.values()))
     assert hidden.shape[1] == len(source)
     assert hidden.shape[0] == next(iter(trace.stacks.values())).n_layers + 1
-    assert "logits" in trace.outputs
-    assert trace.outputs["logits"].shape[-1] == getattr(config, "decoder_vocab_size", None) or config.vocab_size
+    assert trace.has_logits
+    assert trace.logits().shape[-1] == getattr(config, "decoder_vocab_size", None) or config.vocab_size
     if name == "llama":  # grouped-query attention: 6 query heads share 2 key/value heads, kept unrepeated
         stack = trace.stacks["decoder"]
         assert (stack.kv_heads, stack.n_heads) == (2, 6) and stack.layers[0].key.shape[0] == 2
@@ -199,9 +199,9 @@ def test_head_ablation_equals_zeroing_the_head_before_the_output_projection(tiny
     finally:
         for handle in handles:
             handle.remove()
-    np.testing.assert_allclose(ablated.outputs["logits"], reference, atol=1e-5)
-    assert not np.allclose(ablated.outputs["logits"], plain.outputs["logits"], atol=1e-4)
-    np.testing.assert_array_equal(build_trace(loaded, text).outputs["logits"], plain.outputs["logits"])
+    np.testing.assert_allclose(ablated.logits(), reference, atol=1e-5)
+    assert not np.allclose(ablated.logits(), plain.logits(), atol=1e-4)
+    np.testing.assert_array_equal(build_trace(loaded, text).logits(), plain.logits())
 
 
 def test_attention_modules_are_learnt_when_the_model_loads(tiny_dirs):

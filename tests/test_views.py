@@ -9,10 +9,10 @@ import torch
 
 from tests.apptest import decode, plotly_specs, problems, run_page
 from tests.tiny import TINY, all_attention, build_tiny, eager_attentions
-from ui import shell
+from ui.page import pages as all_pages
 from viz.bertviz_views import head_view_html, model_view_html, too_large
+from viz.heads import head_stats
 from viz.models import load_model
-from viz.mosaic import attention_mosaic, layer_thumbnails
 from viz.neuron import neuron_view
 from viz.tokens import TokenOptions, TokenSeq, crop_view, matrix_view, pool_view
 from viz.trace import build_trace
@@ -201,12 +201,13 @@ def test_mosaic_thumbnails_are_max_pooled_eager_attention(tmp_path, tokens, monk
     trace = build_trace(loaded, "the cat sat on the mat " * 200, max_tokens=tokens)
     stack = trace.stacks["decoder"]
     reference = eager_attentions(loaded, trace)["decoder"]
+    thumbnails = head_stats(stack, trace.tokens["source"].ids, cell=64).thumbnails
     for layer in range(stack.n_layers):
-        thumbs, masked = layer_thumbnails(stack, layer, cell=64)
+        thumbs, masked = thumbnails.weights[layer], thumbnails.masked[layer]
         size = -(-tokens // 64)
         np.testing.assert_allclose(thumbs, _max_pool(reference[layer], size), atol=1e-5)
         assert masked.shape == thumbs.shape[1:] and masked[0, -1] and not masked[-1, 0]
-    mosaic = attention_mosaic(stack)
+    mosaic = thumbnails.mosaic
     assert (mosaic.layers, mosaic.heads) == (2, 6) and mosaic.png.startswith(b"\x89PNG")
 
 
@@ -233,7 +234,7 @@ OFFLINE_AND_TINY = ["minilm", "minilm-mlm", "minilm-sentiment", "smollm2", "date
 ]
 
 
-@pytest.mark.parametrize("page", [page for page, _ in shell.PAGES])
+@pytest.mark.parametrize("page", [path for path, _, _ in all_pages()])
 @pytest.mark.parametrize("model", OFFLINE_AND_TINY)
 def test_every_page_renders_for_every_offline_model_and_architecture(page, model, tiny_dirs):
     """Each page on each offline model and each tiny architecture (RoBERTa, T5, BART, ...): no error, and
@@ -263,7 +264,7 @@ def test_neuron_page_numbers_are_the_models(minilm):
     np.testing.assert_allclose(decode(bars["data"][0]["y"]), reference[0, 8, 2], atol=1e-6)
 
 
-@pytest.mark.parametrize("page, example", [("pages/4_Alignment.py", 0), ("pages/10_Guided_walk.py", 1)])
+@pytest.mark.parametrize("page, example", [("pages/4_Alignment.py", 0), ("pages/90_Guided_walk.py", 1)])
 def test_pages_that_need_an_encoder_decoder_offer_one_and_never_take_the_sidebar(page, example):
     """Reproduction (issue 9): type a sentence, visit the page, go back: model and text must be yours."""
     from viz.models import CATALOG_BY_KEY
@@ -462,14 +463,14 @@ def test_head_ablation_page_shows_the_change(model):
     ablated = build_trace(loaded, "The capital of France is", ablate=((stack, 0, 1),))
     bars = decode(plotly_specs(at)[0]["data"][0]["y"])
     if model == "smollm2":
-        expected = kl_divergence(plain.outputs["logits"], ablated.outputs["logits"])
+        expected = kl_divergence(plain.logits(), ablated.logits())
     else:
         expected = hidden_cosine(plain.hidden_states[stack], ablated.hidden_states[stack])
     np.testing.assert_allclose(bars, expected, atol=1e-6)
 
 
 def test_guided_walk_uses_the_models_numbers():
-    at = run_page("pages/10_Guided_walk.py", model="dates", text="the 3rd of march 1999")
+    at = run_page("pages/90_Guided_walk.py", model="dates", text="the 3rd of march 1999")
     assert problems(at) == []
     at.select_slider(key="walk_step").set_value(2).run()  # the step that writes the month
     assert problems(at) == []
@@ -501,7 +502,7 @@ def test_neuron_view_opens_a_decoder_on_its_last_token():
 
 
 def test_guided_walk_opens_on_a_step_where_scaling_matters():
-    at = run_page("pages/10_Guided_walk.py", model="dates", text="the 3rd of march 1999")
+    at = run_page("pages/90_Guided_walk.py", model="dates", text="the 3rd of march 1999")
     assert problems(at) == []
     assert at.select_slider(key="walk_step").value > 0  # step 0: scaled and unscaled were both one-hot
     bars = {

@@ -150,6 +150,16 @@ def eager_attentions(loaded, trace) -> dict[str, np.ndarray]:
     return {next(iter(trace.stacks)): stacked(out.attentions)}
 
 
+def model_logits(loaded, trace) -> np.ndarray:
+    """The model's own logits for the trace's tokens, from an eager copy's plain forward: [positions, vocabulary]."""
+    eager_attentions(loaded, trace)  # makes the eager copy
+    kwargs = {"input_ids": torch.tensor([trace.tokens["source"].ids.tolist()], device=loaded.device)}
+    if "decoder_input" in trace.tokens:
+        kwargs["decoder_input_ids"] = torch.tensor([trace.tokens["decoder_input"].ids.tolist()], device=loaded.device)
+    with torch.no_grad():
+        return _EAGER[loaded.model](**kwargs).logits[0].float().cpu().numpy()
+
+
 def all_attention(stack) -> np.ndarray:
     """[layers, heads, Tq, Tk] from the Trace's on-demand maps (small inputs only)."""
     return np.stack([stack.attention(layer) for layer in range(stack.n_layers)])

@@ -6,7 +6,8 @@ background thread as it starts (`lifespan`, given to st.App in app.py). A page t
 meanwhile draws an empty chart where its map will be: the browser fetches and starts its 4.7 MB
 chart library while the server is still importing, instead of after (bench/bench_first_paint.py).
 
-This module imports nothing heavy: pages read it before the model stack is in.
+This module imports nothing heavy: pages read it before the model stack is in. It imports no other
+module of ui/ but ui.views (in the warm-up thread), which imports nothing of ui/ that imports it back.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import streamlit as st
 from viz.figures import waiting_figure  # numpy and plotly only
 
 log = logging.getLogger("attention_atlas")
-_stack_imported = threading.Event()  # set once ui.shell (torch, transformers, viz) is fully imported
+_stack_imported = threading.Event()  # set once ui.views (torch, transformers, viz) is fully imported
 
 
 def page_config(title: str) -> None:
@@ -70,9 +71,9 @@ def warm_up() -> None:
     visitor's page (which waits on these same imports and cache key) finds them done or under way."""
     try:
         with long_lived_imports():
-            from ui import shell  # the import this thread exists for
+            from ui import views  # the import this thread exists for
         _stack_imported.set()
-        shell.warm_default_trace()
+        views.warm_default_trace()
     except Exception:  # noqa: BLE001 -- a failed warm-up only means the first page does this work itself
         log.exception("warm-up at server start failed")
 

@@ -12,6 +12,7 @@ import os
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable, Mapping
+from dataclasses import fields, is_dataclass
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
@@ -38,6 +39,27 @@ def default_budgets() -> dict[str, int]:
         gpu = os.environ.get("ATLAS_TRACE_CACHE_GPU_GB")
         budgets["cuda"] = int(float(gpu) * GIB) if gpu else torch.cuda.get_device_properties(0).total_memory // 2
     return budgets
+
+
+def nbytes(value: object, _depth: int = 0) -> int:
+    """Bytes a derived view holds: its arrays, tensors, byte strings and text, found through dataclass
+    fields, mappings and sequences (a value that says its own `nbytes` is taken at its word)."""
+    if _depth > 6:
+        return 64
+    if isinstance(value, bytes | bytearray | str):
+        return len(value)
+    size = getattr(value, "nbytes", None)  # numpy arrays, and values that know their size
+    if isinstance(size, int):
+        return size
+    if hasattr(value, "element_size") and hasattr(value, "nelement"):  # a torch tensor
+        return value.element_size() * value.nelement()
+    if is_dataclass(value):
+        value = [getattr(value, f.name) for f in fields(value)]
+    elif isinstance(value, Mapping):
+        value = [*value.keys(), *value.values()]
+    if isinstance(value, list | tuple | set | frozenset):
+        return 64 + sum(nbytes(item, _depth + 1) for item in value)
+    return 64
 
 
 class ByteBudgetCache(Generic[V]):
@@ -73,6 +95,14 @@ class ByteBudgetCache(Generic[V]):
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._entries
+
+    def lookup(self, key: Hashable) -> tuple[bool, V | None]:
+        """(True, value) when `key` is cached (now the most recently used), else (False, None)."""
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return True, self._entries[key][0]
+        return False, None
 
     def get(self, key: Hashable, compute: Callable[[], V]) -> V:
         """The cached value for `key`, computing it (once, whoever asks first) when absent."""

@@ -65,8 +65,8 @@ class MaskRule:
             out |= (r - c) >= self.window
         return out
 
-    def fill_forbidden(self, scores: torch.Tensor, rows: slice, cols: slice) -> None:
-        """Set scores[..., rows, cols] to -inf where forbidden, touching only the keys the rule can hide
+    def fill_forbidden(self, scores: torch.Tensor, rows: slice, cols: slice, value: float = float("-inf")) -> None:
+        """Set scores[..., rows, cols] to `value` where forbidden, touching only the keys the rule can hide
         (a causal block's future, a window's distant past): most of a long causal row needs no work."""
         first, stop = range(self.n_queries)[rows][0], range(self.n_queries)[rows][-1] + 1
         c0 = range(self.n_keys)[cols].start
@@ -80,7 +80,7 @@ class MaskRule:
         for lo, hi in spans:
             if lo < hi:
                 part = slice(c0 + lo, c0 + hi)
-                scores[..., lo:hi].masked_fill_(self.forbidden(rows, part, scores.device), float("-inf"))
+                scores[..., lo:hi].masked_fill_(self.forbidden(rows, part, scores.device), value)
 
     def visible_keys(self, row_stop: int) -> int:
         """Keys beyond this index are hidden from every query before `row_stop` (lets causal maps skip them)."""

@@ -23,6 +23,9 @@ def matrix_csv(weights: np.ndarray, row_labels: Sequence[str], col_labels: Seque
     return frame.to_csv(float_format="%.6g").encode("utf-8")
 
 
+NPZ_LOGITS = 1 << 24  # 64 MB of float32 logits at most in a download
+
+
 def _per_layer(stack: AttentionStack, read) -> np.ndarray:
     return np.stack([np.stack([read(layer, head) for head in range(stack.n_heads)]) for layer in range(stack.n_layers)])
 
@@ -31,7 +34,8 @@ def trace_npz(trace: Trace) -> bytes:
     """Every array of the Trace under its stable name, plus tokens and metadata (load with np.load).
 
     Attention itself is not stored (it is T×T per head): recompute any map as
-    softmax(queries · keysᵀ · scaling + bias, masked by the layer's `mask_rule`)."""
+    softmax(queries · keysᵀ · scaling + bias, masked by the layer's `mask_rule`). A language model's logits are
+    stored up to NPZ_LOGITS cells; beyond that they are the model's head applied to the last hidden state."""
     arrays: dict[str, np.ndarray] = {}
     for name, stack in trace.stacks.items():
         for field, read in (("queries", stack.query), ("keys", stack.key), ("values", stack.value)):
@@ -45,6 +49,9 @@ def trace_npz(trace: Trace) -> bytes:
         arrays[f"{name}/hidden_states"] = hidden
     for name, output in trace.outputs.items():
         arrays[f"outputs/{name}"] = output
+    shapes = trace.output_shapes
+    if "logits" not in trace.outputs and "logits" in shapes and np.prod(shapes["logits"]) <= NPZ_LOGITS:
+        arrays["outputs/logits"] = trace.logits()
     for name, seq in trace.tokens.items():
         arrays[f"tokens/{name}/ids"] = seq.ids
         arrays[f"tokens/{name}/raw"] = np.array(seq.raw, dtype=str)

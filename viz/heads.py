@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from viz.errors import AtlasError
-from viz.trace import ALL, AttentionStack
+from viz.mosaic import Thumbnails, ThumbnailTally
+from viz.trace import ALL, AttentionStack, Trace, WeightBlock
 
 # (token ids [T] float, query positions i [rows, 1], key positions j [1, keys]) -> bool [rows, keys]
 Rule = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -130,6 +131,168 @@ class HeadScores:
         return self._plays(name, self.where_applies[name])
 
 
+@dataclass(frozen=True)
+class HeadStats:
+    """Everything one streamed pass over every head's attention gives: the pattern scores with and without
+    the first token, entropy and distance (in both), and the Model view's thumbnails when asked for."""
+
+    scores: HeadScores
+    scores_without_first: HeadScores
+    thumbnails: Thumbnails | None = None
+
+    def scored(self, exclude_first: bool) -> HeadScores:
+        return self.scores_without_first if exclude_first else self.scores
+
+    @property
+    def nbytes(self) -> int:
+        thumbs = self.thumbnails.nbytes if self.thumbnails is not None else 0
+        return self.scores.nbytes + self.scores_without_first.nbytes + thumbs
+
+
+VARIANTS = (False, True)  # exclude_first: the first key counted, or left out (TL's exclude_bos)
+
+
+class _PatternCells:
+    """Every pattern's (query, key) cells in one list sorted by query, so that each block of rows gathers the
+    weights on its cells at once; the sums per pattern and variant are taken when a layer is complete."""
+
+    def __init__(self, patterns: Mapping[str, Rule], ids: np.ndarray, span: range, stack: AttentionStack):
+        found = [pattern_cells(rule, ids, span, stack.n_keys, stack.causal) for rule in patterns.values()]
+        rows = np.concatenate([r for r, _ in found] or [np.zeros(0, int)])
+        order = np.argsort(rows, kind="stable")
+        self.names = list(patterns)
+        self.rows = rows[order]
+        self.cols = np.concatenate([c for _, c in found] or [np.zeros(0, int)])[order]
+        pattern = np.concatenate([np.full(len(r), p) for p, (r, _) in enumerate(found)] or [np.zeros(0, int)])[order]
+        # Per (pattern, variant): which cells count (exclude_first drops key 0) and the rows they apply to.
+        self.counted = {
+            (p, v): (pattern == p) & ((self.cols != 0) | (not v)) for p in range(len(found)) for v in VARIANTS
+        }
+        self.applying = {key: np.unique(self.rows[cells]) for key, cells in self.counted.items()}
+        self.span = span
+        self.weights = torch.empty(0)  # [heads, cells]: α on every cell of the current layer, block by block
+
+    def gather(self, block: WeightBlock) -> None:
+        """α on this block's cells, into the layer's list."""
+        lo, hi = np.searchsorted(self.rows, [block.start, block.stop])
+        r = torch.from_numpy(self.rows[lo:hi] - block.start)
+        c = torch.from_numpy(self.cols[lo:hi])
+        self.weights[:, lo:hi] = (block.exp[:, r, c] / block.total[:, r, 0]).cpu()
+
+    def chance(self, key: tuple[int, bool], visible: np.ndarray) -> float:
+        """The share of a pattern's cells in a uniform head's rows (each visible key gets 1 / keys seen)."""
+        rows, applying = self.rows[self.counted[key]] - self.span.start, self.applying[key] - self.span.start
+        per_row = np.bincount(rows, minlength=len(self.span)) / np.maximum(visible - int(key[1]), 1)
+        return float(per_row[applying].mean()) if len(applying) else 0.0
+
+
+def head_stats(
+    stack: AttentionStack,
+    ids: np.ndarray,
+    patterns: Mapping[str, Rule] = PATTERNS,
+    rows: slice = ALL,
+    cell: int | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> HeadStats:
+    """Score every head of a self-attention stack against `patterns` (see the module docstring) over the query
+    rows `rows`, with and without the first token, plus entropy and mean distance -- and, with `cell`, every
+    head's max-pooled thumbnail (at most cell × cell pixels) -- in ONE pass over the attention, a block of
+    rows at a time (`progress` hears the fraction of layers done). Per query row i, with s its scores:
+
+        α_ij = e_ij / Σ_j e_ij,  e = exp(s − max s)
+        entropy_i  = −Σ_j α_ij log α_ij = log Σ_j e_ij − Σ_j α_ij (s_ij − max s),  divided by log(keys i sees)
+        distance_i = Σ_j α_ij |i − j|  = i − Σ_j α_ij j  (+ 2 Σ_{j>i} α_ij (j − i) where later keys are seen)
+    """
+    span = range(stack.n_queries)[rows]
+    shape = (stack.n_layers, stack.n_heads)
+    cells = _PatternCells(patterns, ids, span, stack)
+    thumbnails = ThumbnailTally(stack, cell) if cell else None
+    matched = {key: np.zeros(shape) for key in cells.counted}
+    total_applying = {key: np.zeros(shape) for key in cells.counted}
+    total = {v: np.zeros(shape) for v in VARIANTS}
+    entropy, distance = np.zeros(shape), np.zeros(shape)
+    rows_with_choice = np.zeros(stack.n_layers)  # queries that see more than one key (entropy is defined)
+    for layer in range(stack.n_layers):
+        cells.weights = torch.empty(stack.n_heads, len(cells.rows))
+        first_key = torch.empty(stack.n_heads, len(span))  # α_i0 of every row: what exclude_first leaves out
+        for block in stack.row_blocks(layer, rows=rows, pool=thumbnails.size if thumbnails else None):
+            row_entropy, row_distance, seen = _entropy_and_distance(stack, layer, block)
+            choice = seen > 1
+            entropy[layer] += (row_entropy[:, choice] / seen[choice].log()).sum(-1).cpu().numpy()
+            rows_with_choice[layer] += int(choice.sum())
+            distance[layer] += row_distance.sum(-1).cpu().numpy()
+            first_key[:, block.start - span.start : block.stop - span.start] = block.exp[..., 0] / block.total[..., 0]
+            cells.gather(block)
+            if thumbnails:
+                thumbnails.add(layer, block)
+        row_totals = {False: torch.ones_like(first_key), True: 1 - first_key}  # Σ_j α_ij over the keys counted
+        for v, row_total in row_totals.items():
+            total[v][layer] = row_total.sum(-1).numpy()
+        for (p, v), counted in cells.counted.items():
+            matched[p, v][layer] = cells.weights[:, torch.from_numpy(counted)].sum(-1).numpy()
+            applying = torch.from_numpy(cells.applying[p, v] - span.start)
+            total_applying[p, v][layer] = row_totals[v][:, applying].sum(-1).numpy()
+        if progress:
+            progress((layer + 1) / stack.n_layers)
+    visible = np.arange(span.start, span.stop) + 1 if stack.causal else np.full(len(span), stack.n_keys)
+    ratio = lambda part, whole: np.divide(part, whole, out=np.zeros(shape), where=whole > 0)  # noqa: E731
+    entropy = entropy / np.maximum(rows_with_choice, 1)[:, None]
+    distance = distance / max(len(span), 1)
+
+    def scores(v: bool) -> HeadScores:
+        named = {name: (p, v) for p, name in enumerate(cells.names)}
+        return HeadScores(
+            scores=MappingProxyType({name: ratio(matched[key], total[v]) for name, key in named.items()}),
+            where_applies=MappingProxyType({name: ratio(matched[k], total_applying[k]) for name, k in named.items()}),
+            rows_applying=MappingProxyType({name: len(cells.applying[key]) for name, key in named.items()}),
+            chance=MappingProxyType({name: cells.chance(key, visible) for name, key in named.items()}),
+            entropy=entropy,
+            distance=distance,
+            exclude_first=v,
+        )
+
+    return HeadStats(scores(False), scores(True), thumbnails.finish() if thumbnails else None)
+
+
+def _entropy_and_distance(
+    stack: AttentionStack, layer: int, block: WeightBlock
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per row of the block: entropy and distance [heads, rows] (head_stats' formulas), keys seen [rows]."""
+    rule, keys = stack.layers[layer].mask, block.exp.shape[-1]
+    i = torch.arange(block.start, block.stop, dtype=torch.float32)[:, None]
+    forbidden = rule.forbidden(slice(block.start, block.stop), slice(0, keys))
+    seen = torch.full((len(i),), float(keys)) if forbidden is None else (~forbidden).sum(-1).float()
+    distance = i[:, 0] - block.mean_key
+    if not rule.causal:  # keys after the query are seen too: |i − j| = (i − j) + 2 max(j − i, 0)
+        later = (torch.arange(keys, dtype=torch.float32) - i).clamp_min(0)
+        distance += 2 * torch.einsum("hrk,rk->hr", block.exp, later) / block.total[..., 0]
+    return block.entropy, distance, seen
+
+
+THUMBNAIL_CELL = 64  # the Model view's thumbnails: at most 64 × 64 pixels a head
+
+
+def stack_stats(
+    trace: Trace,
+    stack_name: str,
+    rows: tuple[int, int] | None = None,
+    pattern: tuple[str, int, str] | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> HeadStats:
+    """`head_stats` of one stack of a Trace: every query row, the standard patterns (self-attention only: the
+    patterns compare a query's token with its keys') and the Model view's thumbnails -- or only over query
+    `rows` (start, stop), or for one `pattern` (kind, k, rule text) of `custom_pattern`, without thumbnails."""
+    stack = trace.stacks[stack_name]
+    patterns = PATTERNS if stack.queries_from == stack.keys_from else {}
+    if pattern is not None:
+        (name, _), rule = custom_pattern(*pattern)
+        patterns = {name: rule}
+    whole = rows is None and pattern is None
+    span = slice(*rows) if rows else ALL
+    ids = trace.tokens[stack.queries_from].ids
+    return head_stats(stack, ids, patterns, span, THUMBNAIL_CELL if whole else None, progress)
+
+
 def head_scores(
     stack: AttentionStack,
     ids: np.ndarray,
@@ -138,59 +301,8 @@ def head_scores(
     exclude_first: bool = False,
     progress: Callable[[float], None] | None = None,
 ) -> HeadScores:
-    """Score every head of a self-attention stack against `patterns` (see the module docstring), over the
-    query rows `rows`, streamed a block of rows at a time; plus entropy and mean distance."""
-    span = range(stack.n_queries)[rows]
-    shape = (stack.n_layers, stack.n_heads)
-    cells = {
-        name: pattern_cells(rule, ids, span, stack.n_keys, stack.causal, exclude_first)
-        for name, rule in patterns.items()
-    }
-    applying = {name: np.unique(r) for name, (r, _) in cells.items()}
-    visible = np.arange(span.start, span.stop) + 1 if stack.causal else np.full(len(span), stack.n_keys)
-    visible = np.maximum(visible - int(exclude_first), 1)
-    chance = {}
-    for name, (r, _) in cells.items():  # a uniform row gives each visible key 1 / (keys it sees)
-        per_row = np.bincount(r - span.start, minlength=len(span)) / visible
-        chance[name] = float(per_row[applying[name] - span.start].mean()) if len(applying[name]) else 0.0
-    matched = {name: np.zeros(shape) for name in patterns}
-    total_applying = {name: np.zeros(shape) for name in patterns}
-    total, entropy, distance = np.zeros(shape), np.zeros(shape), np.zeros(shape)
-    rows_with_choice = np.zeros(stack.n_layers)  # queries that see more than one key (entropy is defined)
-    for layer in range(stack.n_layers):
-        for start, stop, scores, lse in stack.row_blocks(layer, rows=rows):
-            log_w = (scores - lse).clamp_min_(-1e30).cpu()  # log weights; masked keys: huge negative, not -inf
-            w = log_w.exp()  # [heads, rows, keys'] float32; each block's sums go into float64 totals
-            positions = torch.arange(start, stop, dtype=w.dtype)[:, None]
-            cols = torch.arange(w.shape[-1], dtype=w.dtype)[None, :]
-            visible = torch.isfinite(scores[0]).sum(-1).cpu().to(w.dtype)  # [rows]
-            choice = visible > 1
-            plogp = (w * log_w).sum(-1)
-            entropy[layer] += (-plogp[:, choice] / visible[choice].log()).sum(-1).numpy()
-            rows_with_choice[layer] += int(choice.sum())
-            distance[layer] += (w * (positions - cols).abs()).sum((-2, -1)).numpy()
-            if exclude_first:
-                w[..., 0] = 0.0
-            row_total = w.sum(-1)  # [heads, rows]
-            total[layer] += row_total.sum(-1).numpy()
-            for name, (r, c) in cells.items():
-                lo, hi = np.searchsorted(r, [start, stop])
-                matched[name][layer] += w[:, r[lo:hi] - start, c[lo:hi]].sum(-1).numpy()
-                a = applying[name]
-                a = a[(a >= start) & (a < stop)]
-                total_applying[name][layer] += row_total[:, a - start].sum(-1).numpy()
-        if progress:
-            progress((layer + 1) / stack.n_layers)
-    ratio = lambda part, whole: np.divide(part, whole, out=np.zeros(shape), where=whole > 0)  # noqa: E731
-    return HeadScores(
-        scores=MappingProxyType({name: ratio(matched[name], total) for name in patterns}),
-        where_applies=MappingProxyType({name: ratio(matched[name], total_applying[name]) for name in patterns}),
-        rows_applying=MappingProxyType({name: len(applying[name]) for name in patterns}),
-        chance=MappingProxyType(chance),
-        entropy=entropy / np.maximum(rows_with_choice, 1)[:, None],
-        distance=distance / max(len(span), 1),
-        exclude_first=exclude_first,
-    )
+    """The pattern scores of `head_stats` (one of its two variants)."""
+    return head_stats(stack, ids, patterns, rows, progress=progress).scored(exclude_first)
 
 
 # ---------------------------------------------------------------- ranking heads by a chosen pattern

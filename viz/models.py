@@ -167,6 +167,11 @@ class LoadedModel:
     def family(self) -> str:
         return self.adapter.family
 
+    @property
+    def identity(self) -> tuple[str, str, str]:
+        """What the model was loaded as: views derived from it are cached under this."""
+        return (self.key, str(self.device), str(self.dtype))
+
     def count_forward(self) -> None:
         with self._lock:
             self.forward_count += 1

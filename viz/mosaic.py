@@ -7,14 +7,14 @@ with each head max-pooled down to a thumbnail is a few hundred KB and stays resp
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
 from PIL import Image
 
-from viz.trace import AttentionStack
+from viz.trace import AttentionStack, WeightBlock
 
 MASKED_RGB = (217, 217, 217)
 GAP = 2  # pixels between thumbnails
@@ -66,30 +66,66 @@ def _pool(x: torch.Tensor, size: int, fill: float, reduce: str = "amax") -> torc
     return getattr(blocks, reduce)(dim=(-3, -1))
 
 
-def layer_thumbnails(stack: AttentionStack, layer: int, cell: int) -> tuple[np.ndarray, np.ndarray]:
-    """One layer's heads max-pooled to thumbnails: ([heads, rows', cols'] weights, [rows', cols'] all-masked).
+@dataclass(frozen=True)
+class Thumbnails:
+    """Every head's attention max-pooled: pixel (a, b) is the largest weight any query of row block a gives
+    any key of column block b (blocks of `tokens_per_pixel` tokens a side)."""
 
-    Pixel (a, b) is the largest weight any query in row block a gives any key in column block b.
-    Computed a block of rows at a time, and the softmax is never written out: exp is monotonic,
-    so the largest of exp(score - logsumexp) over a block is exp of the block's largest (score - logsumexp)."""
-    size = max(1, -(-max(stack.n_queries, stack.n_keys) // cell))  # tokens per pixel
-    n_cols = -(-stack.n_keys // size)
-    strips = []
-    for _, _, scores, lse in stack.row_blocks(layer, multiple_of=size):
-        strip = _pool(scores.sub_(lse), size, float("-inf")).exp()  # causal blocks stop early: pad the future
-        strips.append(torch.nn.functional.pad(strip, (0, n_cols - strip.shape[-1])).cpu())
-    masked = _pool(torch.from_numpy(stack.forbidden(layer)), size, True, reduce="all")
-    return torch.cat(strips, dim=1).numpy(), masked.numpy()
+    weights: np.ndarray  # [layers, heads, rows', cols'] float32
+    masked: np.ndarray  # [layers, rows', cols'] bool: every cell of the pixel is forbidden
+    tokens_per_pixel: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.weights.nbytes + self.masked.nbytes
+
+    @cached_property
+    def mosaic(self) -> Mosaic:
+        """The thumbnails drawn as one PNG grid (made once)."""
+        return attention_mosaic(self)
 
 
-def attention_mosaic(stack: AttentionStack, cell: int = 64, progress: Callable[[float], None] | None = None) -> Mosaic:
-    """Every head of a stack as one PNG grid; each thumbnail scaled to its own maximum so weak heads stay visible.
+class ThumbnailTally:
+    """Collects thumbnails from a stack's streamed blocks (`AttentionStack.row_blocks`), layer by layer.
 
-    Built layer by layer (`progress` hears the fraction done): memory holds one block of scores."""
-    layers, heads = stack.n_layers, stack.n_heads
+    Each block brings every row's largest log α per column block (`WeightBlock.column_log_max`); the rows'
+    maxima pool into pixel rows, kept as a running maximum since a block's rows need not fill whole pixels."""
+
+    def __init__(self, stack: AttentionStack, cell: int) -> None:
+        self.stack = stack
+        self.size = max(1, -(-max(stack.n_queries, stack.n_keys) // cell))  # tokens per pixel
+        self.n_cols = -(-stack.n_keys // self.size)
+        pixel_rows = -(-stack.n_queries // self.size)
+        self.log_max = torch.full((stack.n_layers, stack.n_heads, pixel_rows, self.n_cols), -torch.inf)
+
+    def add(self, layer: int, block: WeightBlock) -> None:
+        """Fold in a block streamed with `pool=self.size`."""
+        log_weights = block.column_log_max  # [heads, rows, cols']: each row's largest log α per column block
+        before, rows = block.start % self.size, log_weights.shape[1]
+        padding = (0, self.n_cols - log_weights.shape[-1], before, -(before + rows) % self.size)
+        pooled = torch.nn.functional.pad(log_weights, padding, value=-torch.inf).unflatten(1, (-1, self.size)).amax(2)
+        first = block.start // self.size
+        running = self.log_max[layer, :, first : first + pooled.shape[1]]
+        torch.maximum(running, pooled.cpu(), out=running)
+
+    def finish(self) -> Thumbnails:
+        masked, pooled = [], {}
+        for layer in range(self.stack.n_layers):
+            rule = self.stack.layers[layer].mask
+            key = id(rule.explicit) if rule.explicit is not None else (rule.causal, rule.window)
+            if key not in pooled:  # layers share one rule (or a few): pool each once
+                forbidden = torch.from_numpy(self.stack.forbidden(layer))
+                pooled[key] = _pool(forbidden, self.size, True, reduce="all").numpy()
+            masked.append(pooled[key])
+        return Thumbnails(self.log_max.exp().numpy(), np.stack(masked), self.size)
+
+
+def attention_mosaic(thumbnails: Thumbnails, cell: int = 64) -> Mosaic:
+    """Every head of a stack as one PNG grid; each thumbnail scaled to its own maximum so weak heads stay visible."""
+    layers, heads = thumbnails.weights.shape[:2]
     canvas = None
     for layer in range(layers):
-        thumbs, masked = layer_thumbnails(stack, layer, cell)
+        thumbs, masked = thumbnails.weights[layer], thumbnails.masked[layer]
         peak = thumbs.max(axis=(-2, -1), keepdims=True)
         rgb = BLUES[np.clip(thumbs / np.where(peak > 0, peak, 1) * 255, 0, 255).astype(np.uint8)]
         rgb[:, masked] = MASKED_RGB
@@ -101,8 +137,6 @@ def attention_mosaic(stack: AttentionStack, cell: int = 64, progress: Callable[[
         for head in range(heads):
             y, x = layer * (ch + GAP), head * (cw + GAP)
             canvas[y : y + ch, x : x + cw] = rgb[head]
-        if progress:
-            progress((layer + 1) / layers)
     buffer = io.BytesIO()
     Image.fromarray(canvas).save(buffer, format="PNG", optimize=False, compress_level=6)
     return Mosaic(buffer.getvalue(), canvas.shape[1], canvas.shape[0], max(ch, cw), layers, heads)

@@ -48,8 +48,7 @@ def mask_positions(trace: Trace, tokenizer) -> list[int]:
 
 def fill_mask(trace: Trace, tokenizer, k: int = 10) -> dict[int, list[Candidate]]:
     """For every mask token: the top-k fillers (as the fill-mask pipeline)."""
-    logits = trace.outputs["logits"]
-    return {i: top_candidates(logits[i], tokenizer, k) for i in mask_positions(trace, tokenizer)}
+    return {i: top_candidates(trace.logits(slice(i, i + 1))[0], tokenizer, k) for i in mask_positions(trace, tokenizer)}
 
 
 def text_with_mask_at(trace: Trace, tokenizer, position: int) -> str:
@@ -65,7 +64,7 @@ def text_with_mask_at(trace: Trace, tokenizer, position: int) -> str:
 
 # ---------------------------------------------------------------- causal LM
 def next_token(trace: Trace, tokenizer, k: int = 10) -> list[Candidate]:
-    return top_candidates(trace.outputs["logits"][-1], tokenizer, k)
+    return top_candidates(trace.logits(slice(-1, None))[0], tokenizer, k)
 
 
 @dataclass(frozen=True)
@@ -81,12 +80,11 @@ ROWS_AT_ONCE = 256  # positions × vocabulary in float64 at a time (4,096 × 49,
 
 def surprisal(trace: Trace) -> Surprisal:
     """How expected each actual next token was (position i's logits predict token i+1)."""
-    logits = trace.outputs["logits"][:-1]
     actual = trace.tokens["source"].ids[1:]
     p, rank = np.empty(len(actual)), np.empty(len(actual), dtype=int)
     for start in range(0, len(actual), ROWS_AT_ONCE):
-        rows = slice(start, start + ROWS_AT_ONCE)
-        probs = softmax(logits[rows])
+        rows = slice(start, min(start + ROWS_AT_ONCE, len(actual)))
+        probs = softmax(trace.logits(rows))
         p[rows] = probs[np.arange(len(probs)), actual[rows]]
         rank[rows] = (probs > p[rows, None]).sum(axis=1) + 1
     return Surprisal(np.arange(1, len(actual) + 1), p, rank, -np.log2(np.maximum(p, 1e-300)))
@@ -95,7 +93,7 @@ def surprisal(trace: Trace) -> Surprisal:
 # ---------------------------------------------------------------- encoder-decoder
 def target_probabilities(trace: Trace) -> np.ndarray:
     """p(target token i) at the decoder step that produced it."""
-    probs = softmax(trace.outputs["logits"])
+    probs = softmax(trace.logits())
     target = trace.tokens["target"].ids
     return probs[np.arange(len(target)), target]
 
@@ -110,7 +108,7 @@ def label_scores(logits: np.ndarray, config) -> np.ndarray:
 
 def class_probabilities(trace: Trace, config) -> list[tuple[str, float, float]]:
     """(label, probability, logit) for every id2label entry, in label order."""
-    logits = trace.outputs["logits"]
+    logits = trace.logits()
     scores = label_scores(logits, config)
     return [(config.id2label[i], float(scores[i]), float(logits[i])) for i in range(len(logits))]
 
@@ -159,7 +157,7 @@ class TokenLabel:
 
 def token_labels(trace: Trace, config) -> list[TokenLabel]:
     """The argmax label of every non-special token (token-classification pipeline, no aggregation)."""
-    scores = softmax(trace.outputs["logits"])
+    scores = softmax(trace.logits())
     seq = trace.tokens["source"]
     return [
         TokenLabel(i, seq.display[i], config.id2label[int(scores[i].argmax())], float(scores[i].max()))
@@ -238,6 +236,7 @@ class Continuation:
 def continuation(
     loaded,
     trace: Trace,
+    limit: int,
     new_tokens: int = 20,
     sample: bool = False,
     temperature: float = 1.0,
@@ -245,9 +244,9 @@ def continuation(
     seed: int = 0,
 ) -> Continuation:
     """Greedy or sampled continuation of the tokens the Trace read (what the text-generation pipeline
-    returns for that text). Prompt plus new tokens stay within the Trace's token limit."""
+    returns for that text). Prompt plus new tokens stay within `limit` tokens (Max tokens, the model's positions)."""
     ids = torch.as_tensor(trace.tokens["source"].ids, dtype=torch.long, device=loaded.device)[None]
-    allowed = max(0, min(new_tokens, trace.token_limit - ids.shape[1]))
+    allowed = max(0, min(new_tokens, limit - ids.shape[1]))
     prompt = loaded.tokenizer.decode(ids[0], skip_special_tokens=True)
     if allowed == 0:
         return Continuation(prompt, "", new_tokens, 0)

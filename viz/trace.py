@@ -6,7 +6,7 @@
     stack.attention(layer, head, rows=slice(5, 6))       # one query row
     stack.query(layer, head)                             # [Tq, d_head] as the scores use it (after RoPE)
     trace.hidden_states["encoder"][layer]                # [T, d_model], layer 0 = embeddings
-    trace.outputs["logits"]                              # what the model head produced
+    trace.logits(slice(-1, None))                         # the head's logits at the last position
 
 A Trace keeps q, k, v and each head's output per layer -- never a T×T attention array. Any
 map is recomputed from them with the model's own formula, softmax(q·kᵀ·scale + bias, masked),
@@ -24,6 +24,7 @@ Trace is shared between browser sessions through the cache.
 from __future__ import annotations
 
 import inspect
+import math
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -34,15 +35,16 @@ import numpy as np
 import torch
 
 from viz.architectures import DECODER, ENCODER_DECODER
-from viz.capture import AttentionRecord, ablating, recording
+from viz.capture import AttentionRecord, MaskRule, ablating, recording
 from viz.errors import AtlasError
 from viz.models import LoadedModel, group_by_stack
+from viz.readout import Readout, readout_for
 from viz.tokens import TokenSeq, token_seq
 
 DEFAULT_MAX_TOKENS = 256
 MAX_NEW_TOKENS = 48  # encoder-decoder output length when no target text is given
 ALL = slice(None)
-BLOCK_CELLS = 1 << 21  # rows × keys × heads scored at once (8 MB of float32: stays in cache) when streaming
+BLOCK_CELLS = 1 << 18  # heads × rows × keys scored at once when streaming: 1 MB of float32 stays in L2
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
@@ -168,29 +170,38 @@ class AttentionStack:
         return self._value_norms[layer]
 
     # ---------------------------------------------------------------- attention on request
-    def scores(self, layer: int, head: int | None, rows: slice, keys: int | None = None) -> torch.Tensor:
-        """[heads, rows, keys] float32 for one head or (None) all: q·kᵀ·scale + bias, -inf where masked --
-        what the softmax reads. `keys` keeps only the first so many columns (a causal block never sees
-        beyond its last row)."""
+    def scores(
+        self,
+        layer: int,
+        head: int | None,
+        rows: slice,
+        keys: int | None = None,
+        masked: float = float("-inf"),
+        out: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """[heads, rows, keys] float32 for one head or (None) all: q·kᵀ·scale + bias, `masked` where the
+        model forbids attending -- what the softmax reads. `keys` keeps only the first so many columns (a
+        causal block never sees beyond its last row). The scale goes on q before the product (one pass less;
+        exact for the usual power-of-two scales). `out`: memory to write all heads' scores into."""
         record = self.layers[layer]
         cols = slice(0, keys or self.n_keys)
+        k = record.key[:, cols].float()
         if head is None:  # all heads: each group of query heads against its own key head (GQA, no copies)
-            q = record.query[:, rows].float()
-            k = record.key[:, cols].float()
+            q = record.query[:, rows].float() * record.scaling
             group = self.n_heads // self.kv_heads
             stacked = q.reshape(self.kv_heads, group * q.shape[1], q.shape[2])  # a group's rows, one after another
-            scores = torch.bmm(stacked, k.transpose(-1, -2)).view(self.n_heads, q.shape[1], k.shape[1])
+            shape = (self.kv_heads, stacked.shape[1], k.shape[1])
+            buffer = None if out is None else out[: np.prod(shape)].view(shape)
+            scores = torch.bmm(stacked, k.transpose(-1, -2), out=buffer).view(self.n_heads, q.shape[1], k.shape[1])
             heads = slice(None)
         else:
             kv = self.kv_head(head)
-            scores = record.query[head : head + 1, rows].float() @ record.key[kv : kv + 1, cols].float().transpose(
-                -1, -2
-            )
+            q = record.query[head : head + 1, rows].float() * record.scaling
+            scores = q @ k[kv : kv + 1].transpose(-1, -2)
             heads = [head]
-        scores *= record.scaling
         if record.bias is not None:
             scores += record.bias.block(heads, rows, cols, self.n_keys)
-        record.mask.fill_forbidden(scores, rows, cols)
+        record.mask.fill_forbidden(scores, rows, cols, masked)
         return scores
 
     def attention(
@@ -211,29 +222,92 @@ class AttentionStack:
         streamed a block of rows at a time."""
         first = range(self.n_queries)[rows].start
         mean = torch.zeros(len(range(self.n_queries)[rows]), self.n_keys)
-        for start, stop, scores, lse in self.row_blocks(layer, rows=rows):
-            weights = (scores - lse).exp()
+        for block in self.row_blocks(layer, rows=rows):
+            weights = block.weights()
             if value_weighted:
                 weights *= self.value_norms(layer)[:, None, : weights.shape[-1]]
-            mean[start - first : stop - first, : scores.shape[-1]] = weights.mean(0).cpu()
+            mean[block.start - first : block.stop - first, : weights.shape[-1]] = weights.mean(0).cpu()
         return _numpy(mean[:, cols])
 
-    def row_blocks(
-        self, layer: int, multiple_of: int = 1, rows: slice = ALL
-    ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
-        """Stream a layer's attention a block of rows at a time: (first row, end row, scores, logsumexp).
+    def row_blocks(self, layer: int, rows: slice = ALL, pool: int | None = None) -> Iterator[WeightBlock]:
+        """Stream a layer's attention, every head, a block of query rows at a time (see WeightBlock; `pool`:
+        also each row's largest weight per block of that many keys).
 
-        scores [heads, rows, keys'] stop at the last key any row of the block can see (causal
-        blocks skip the future); weights = exp(scores - logsumexp). Memory stays near BLOCK_CELLS;
-        blocks hold a multiple of `multiple_of` rows (so pooled pixels never straddle two blocks)."""
-        rows_per_block = BLOCK_CELLS // (self.n_heads * self.n_keys) // multiple_of * multiple_of
-        rows_per_block = max(multiple_of, rows_per_block)
+        Each block holds about BLOCK_CELLS scores, so that it stays in the CPU's cache while every pass over
+        it runs; it stops at the last key any of its rows can see (causal blocks skip the future, so early
+        blocks take more rows). Blocks share two buffers: a block is valid until the next one is made."""
         rule = self.layers[layer].mask
         span = range(self.n_queries)[rows]
-        for start in range(span.start, span.stop, rows_per_block):
-            stop = min(span.stop, start + rows_per_block)
-            scores = self.scores(layer, None, slice(start, stop), rule.visible_keys(stop))
-            yield start, stop, scores, torch.logsumexp(scores, dim=-1, keepdim=True)
+        device = self.layers[layer].query.device
+        cells = min(max(BLOCK_CELLS, self.n_heads * self.n_keys), self.n_heads * len(span) * self.n_keys)
+        buffers = torch.empty(cells, device=device), torch.empty(cells, device=device)  # no fresh pages per block
+        start = span.start
+        while start < span.stop:
+            stop = min(span.stop, start + self._rows_per_block(start, rule))
+            scores = self.scores(layer, None, slice(start, stop), rule.visible_keys(stop), MASKED_SCORE, buffers[0])
+            yield WeightBlock(start, stop, scores, buffers[1][: scores.nelement()].view(scores.shape), pool)
+            start = stop
+
+    def _rows_per_block(self, start: int, rule: MaskRule) -> int:
+        """Rows from `start` whose scores fill about BLOCK_CELLS: heads × rows × keys seen. A causal block
+        from `start` with r rows sees start + r keys, so r is the root of r (start + r) = BLOCK_CELLS / heads."""
+        per_head = BLOCK_CELLS / self.n_heads
+        if rule.visible_keys(start + 1) < self.n_keys:  # causal
+            rows = (math.sqrt(start * start + 4 * per_head) - start) / 2
+        else:
+            rows = per_head / self.n_keys
+        return max(1, int(rows))
+
+
+MASKED_SCORE = -1e30  # a forbidden key's score in streamed blocks: exp gives 0 and 0 · score stays 0 (−inf gives NaN)
+MODERATE = 60.0  # |score| below this: e^score neither overflows nor vanishes in float32, so no shift is needed
+
+
+class WeightBlock:
+    """Rows [start, stop) of one layer's attention, every head, as the softmax's parts and what one pass over
+    them gives. With s the scores (forbidden keys MASKED_SCORE) and c_i a shift (softmax ignores it):
+
+        exp_ij   = e^(s_ij − c_i)          total_i = Σ_j exp_ij          α_ij = exp_ij / total_i
+        entropy_i  = −Σ_j α_ij log α_ij = log total_i − Σ_j α_ij (s_ij − c_i)
+        mean_key_i = Σ_j α_ij j
+        column_log_max[h, i, b] = max over keys j of column block b of log α_ij    (when `pool` is given)
+
+    c_i = max_j s_ij, unless every row's largest score is moderate (|max| < MODERATE): then c = 0 and the
+    block is read one time less. Tensors are [heads, rows, keys'], [heads, rows, 1] or [heads, rows]."""
+
+    def __init__(
+        self, start: int, stop: int, scores: torch.Tensor, exp_out: torch.Tensor | None = None, pool: int | None = None
+    ) -> None:
+        self.start, self.stop = start, stop
+        column_max = _column_max(scores, pool) if pool else None
+        row_max = (column_max if pool else scores).amax(-1, keepdim=True)
+        if not bool((row_max.abs() < MODERATE).all()):
+            scores.sub_(row_max)  # in place: the scores are this block's own
+            column_max = None if column_max is None else column_max - row_max
+        self.exp = torch.exp(scores, out=exp_out)
+        keys = scores.shape[-1]
+        ones_and_positions = torch.stack([torch.ones(keys), torch.arange(keys, dtype=torch.float32)], 1)
+        moments = (self.exp.view(-1, keys) @ ones_and_positions.to(scores.device)).view(*scores.shape[:2], 2)
+        self.total = moments[..., :1]
+        self.mean_key = moments[..., 1] / moments[..., 0]
+        self.column_log_max = None if column_max is None else column_max - self.total.log()
+        self.entropy = self.total[..., 0].log() - scores.mul_(self.exp).sum(-1) / self.total[..., 0]  # scores spent
+
+    def weights(self) -> torch.Tensor:
+        """α [heads, rows, keys'] (a new tensor)."""
+        return self.exp / self.total
+
+
+def _column_max(scores: torch.Tensor, pool: int) -> torch.Tensor:
+    """[heads, rows, ceil(keys / pool)]: each row's largest score in each block of `pool` keys (no copy)."""
+    if pool == 1:
+        return scores.clone()
+    keys = scores.shape[-1]
+    whole = keys // pool * pool
+    parts = [scores[..., :whole].unflatten(-1, (whole // pool, pool)).amax(-1)] if whole else []
+    if whole < keys:
+        parts.append(scores[..., whole:].amax(-1, keepdim=True))
+    return torch.cat(parts, dim=-1)
 
 
 @dataclass(frozen=True)
@@ -250,7 +324,7 @@ class Trace:
     tokens: Mapping[str, TokenSeq]
     stacks: Mapping[str, AttentionStack]
     hidden_states: Mapping[str, np.ndarray]  # "encoder"/"decoder": [layers + 1, T, d_model]
-    outputs: Mapping[str, np.ndarray]  # the head's outputs: "logits", "start_logits", ...
+    outputs: Mapping[str, np.ndarray]  # the head's small outputs: a classifier's "logits", "start_logits", ...
     dropped_tokens: int  # how many tokens the length cap cut from the end of the text
     prompt_length: int  # source tokens that came from the text (the rest were generated)
     token_limit: int
@@ -258,18 +332,66 @@ class Trace:
     device: str
     dtype: str
     identity: tuple = ()  # everything the pass was built from: derived views are cached under it
+    readout: Readout | None = field(default=None, compare=False, repr=False)  # a language model's logits on request
 
     @property
     def stack_names(self) -> tuple[str, ...]:
         return tuple(self.stacks)
+
+    @property
+    def self_stacks(self) -> tuple[str, ...]:
+        """Stacks whose queries and keys are one sequence (the patterns, rollout and PCA read these)."""
+        return tuple(name for name, s in self.stacks.items() if s.queries_from == s.keys_from)
+
+    @property
+    def cross_stack(self) -> str | None:
+        """The stack whose queries read another sequence's keys (encoder-decoders' cross-attention), if any."""
+        return next((name for name, s in self.stacks.items() if s.queries_from != s.keys_from), None)
+
+    @property
+    def output_stack(self) -> str:
+        """The stack whose last hidden state the model's head reads (a decoder's, where there is one)."""
+        return list(self.hidden_states)[-1]
+
+    def hidden_tokens(self, stack: str) -> TokenSeq:
+        """The tokens of a stack's hidden states (row t of `hidden_states[stack][layer]`)."""
+        return self.tokens[self.stacks[stack].queries_from]
+
+    @property
+    def output_tokens(self) -> TokenSeq:
+        """What labels the rows of the head's per-position outputs: the tokens read where the head runs on the
+        text (a causal LM's row i predicts token i + 1), the target where a decoder writes one."""
+        return self.tokens["target"] if "target" in self.tokens else self.tokens["source"]
 
     def stack_tokens(self, stack: str) -> tuple[TokenSeq, TokenSeq]:
         """(row tokens, column tokens) of a stack's attention matrices."""
         s = self.stacks[stack]
         return self.tokens[s.queries_from], self.tokens[s.keys_from]
 
+    def logits(self, rows: slice = ALL) -> np.ndarray:
+        """The head's logits: [rows, vocabulary] for a language model's positions (row i of `output_tokens`),
+        [labels] for a sequence classifier. A language model's are computed here from the last hidden state
+        through the model's own head (viz.readout) -- equal to the forward pass's, which a Trace does not keep:
+        4,096 SmolLM2 positions would hold 0.8 GB of them."""
+        if self.readout is None:
+            logits = self.outputs["logits"]
+            return logits if logits.ndim == 1 else logits[rows]
+        return _numpy(self.readout.logits(self.hidden_states[self.output_stack][-1][rows]))
+
+    @property
+    def has_logits(self) -> bool:
+        return self.readout is not None or "logits" in self.outputs
+
+    @property
+    def output_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The head's outputs as the forward pass returns them, without the batch axis: "logits", ..."""
+        shapes = {name: value.shape for name, value in self.outputs.items()}
+        if self.readout is not None:
+            shapes = {"logits": (len(self.output_tokens), self.logits(slice(-1, None)).shape[-1]), **shapes}
+        return shapes
+
     def bytes_by_device(self) -> Counter:
-        """What this Trace holds, per device: q/k/v where their layer ran, hidden states and logits in RAM."""
+        """What this Trace holds, per device: q/k/v where their layer ran, hidden states and small outputs in RAM."""
         sizes = Counter({"cpu": sum(a.nbytes for a in (*self.hidden_states.values(), *self.outputs.values()))})
         for stack in self.stacks.values():
             sizes.update(stack.bytes_by_device())
@@ -307,14 +429,48 @@ def _encode_ids(loaded: LoadedModel, ids: tuple[int, ...], limit: int) -> _Input
     return _Inputs(enc, {"source": token_seq(loaded.tokenizer, kept)}, len(ids), len(kept), {}, {})
 
 
-def _encode(loaded: LoadedModel, text: str, limit: int, question: str | None, chat: bool) -> _Inputs:
-    model, tokenizer = loaded.model, loaded.tokenizer
-    pair = (question.strip(), text) if question and question.strip() else (text,)
-    special = {}
+def _tokenizer_input(loaded: LoadedModel, text: str, question: str | None, chat: bool) -> tuple[tuple, dict]:
+    """What the tokenizer is given: (text,) or (question, context), and its special-token option."""
+    tokenizer = loaded.tokenizer
     if chat and getattr(tokenizer, "chat_template", None):
         turn = [{"role": "user", "content": text}]
-        pair = (tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True),)
-        special = {"add_special_tokens": False}  # the template already holds them
+        # The template already holds the special tokens.
+        return (tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True),), {
+            "add_special_tokens": False
+        }
+    return ((question.strip(), text) if question and question.strip() else (text,)), {}
+
+
+def reading_limit(
+    loaded: LoadedModel,
+    text: str,
+    max_tokens: int,
+    continuation: int = 0,
+    question: str | None = None,
+    chat: bool = False,
+    token_ids: tuple[int, ...] = (),
+    target_text: str | None = None,
+) -> int:
+    """The length cap as it matters for this input: the most tokens a pass at `max_tokens` would read in
+    any of its sequences. Every cap from there up gives the same pass, so it is the one cache key."""
+    limit = token_limit(loaded, max_tokens)
+    if token_ids:
+        length = len(token_ids)
+    else:
+        pair, special = _tokenizer_input(loaded, text, question, chat)
+        length = len(loaded.tokenizer(*pair, **special)["input_ids"])
+    if loaded.family == DECODER:
+        length += continuation
+    elif loaded.family == ENCODER_DECODER:
+        forced = target_text and target_text.strip()
+        target = len(loaded.tokenizer(text_target=target_text)["input_ids"]) if forced else MAX_NEW_TOKENS
+        length = max(length, target)
+    return max(1, min(limit, length))
+
+
+def _encode(loaded: LoadedModel, text: str, limit: int, question: str | None, chat: bool) -> _Inputs:
+    model, tokenizer = loaded.model, loaded.tokenizer
+    pair, special = _tokenizer_input(loaded, text, question, chat)
     enc = tokenizer(*pair, return_tensors="pt", **special)
     full_length = enc["input_ids"].shape[1]
     if full_length > limit:  # tokenize again with the cap: truncation keeps the closing special tokens
@@ -363,11 +519,17 @@ def _heads_to_ablate(loaded: LoadedModel, ablate: tuple[tuple[str, int, int], ..
     return heads
 
 
-def _forward(loaded: LoadedModel, inputs: _Inputs, ablate: tuple[tuple[str, int, int], ...]):
-    """The one forward pass, on the fused attention kernel, recording q/k/v per layer."""
+def _forward(loaded: LoadedModel, inputs: _Inputs, ablate: tuple[tuple[str, int, int], ...], readout: bool):
+    """The one forward pass, on the fused attention kernel, recording q/k/v per layer. With a `readout` the
+    logits are read later from the last hidden state: a causal LM computes only its last position's."""
     t0 = time.perf_counter()
+    keep = (
+        {"logits_to_keep": 1}
+        if readout and "logits_to_keep" in inspect.signature(loaded.model.forward).parameters
+        else {}
+    )
     with recording() as calls, ablating(_heads_to_ablate(loaded, ablate)):
-        out = loaded.model(**inputs.enc, **inputs.extra, output_hidden_states=True, return_dict=True)
+        out = loaded.model(**inputs.enc, **inputs.extra, output_hidden_states=True, return_dict=True, **keep)
     if loaded.device.type == "cuda":
         torch.cuda.synchronize()
     inputs.timings["forward"] = (time.perf_counter() - t0) * 1000
@@ -425,13 +587,16 @@ def build_trace(
     with torch.inference_mode():
         inputs = _encode_ids(loaded, token_ids, limit) if token_ids else _encode(loaded, text, limit, question, chat)
         _extend(loaded, inputs, limit, continuation, target_text)
-        out, calls = _forward(loaded, inputs, ablate)
+        readout = readout_for(loaded)
+        out, calls = _forward(loaded, inputs, ablate, readout is not None)
     stacks = _stacks(loaded, calls)
     if loaded.family == ENCODER_DECODER:
         hidden = {"encoder": out.encoder_hidden_states, "decoder": out.decoder_hidden_states}
     else:
         hidden = {loaded.family: out.hidden_states}
     outputs = {k: _numpy(v[0]) for k, v in out.items() if k.endswith("logits") and isinstance(v, torch.Tensor)}
+    if readout is not None:
+        del outputs["logits"]
     identity = (loaded.key, str(loaded.device), str(loaded.dtype), text, target_text or None, limit)
     identity += (continuation, question or None, chat, tuple(ablate), tuple(token_ids))
     return Trace(
@@ -455,4 +620,5 @@ def build_trace(
         device=str(loaded.device),
         dtype=str(loaded.dtype).removeprefix("torch."),
         identity=identity,
+        readout=readout,
     )

@@ -6,15 +6,15 @@ Works on any encoder-decoder; offers the offline dates model, whose attention is
 import numpy as np
 import streamlit as st
 
-from ui import shell
+from ui import messages, page, pickers
 from viz import figures
 from viz.architectures import ENCODER_DECODER
 from viz.neuron import neuron_view
 from viz.predictions import softmax
 
-shell.page_setup("Guided walk: from RNN to attention")
-trace = shell.current_trace(
-    offer=shell.Offer((ENCODER_DECODER,), "dates", 1, "The walk follows an encoder-decoder (it reads cross-attention).")
+page.setup("Guided walk: from RNN to attention")
+trace = page.current_trace(
+    offer=page.Offer((ENCODER_DECODER,), "dates", 1, "The walk follows an encoder-decoder (it reads cross-attention).")
 )
 if "cross" not in trace.stacks:  # an encoder-decoder whose cross-attention modules weren't recognised
     st.warning("The walk reads cross-attention, and none was found in this model.")
@@ -31,7 +31,7 @@ def scaling_effect(step: int) -> float:
 
 
 default_step = int(np.argmax([scaling_effect(i) for i in range(len(target))]))
-step = shell.token_picker(
+step = pickers.token_picker(
     "Follow the decoder while it writes output token…", target, key="walk_step", default=default_step
 )
 
@@ -51,8 +51,8 @@ this_step = slice(step, step + 1)
 row = np.mean([cross.head_mean(layer, rows=this_step)[0] for layer in range(cross.n_layers)], axis=0)
 st.markdown(
     f"Attention lets each output step look back at **all** encoder states and take a weighted mix. While "
-    f"writing **{shell.literal(target.display[step])}**, this model's weights (all layers and heads averaged) "
-    f"put most weight on **{shell.literal(source.display[int(row.argmax())])}**."
+    f"writing **{messages.literal(target.display[step])}**, this model's weights (all layers and heads averaged) "
+    f"put most weight on **{messages.literal(source.display[int(row.argmax())])}**."
 )
 st.plotly_chart(
     figures.weight_bars(row, list(source.display), "attention weights α over the input tokens"), key="walk_alpha"

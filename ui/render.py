@@ -1,0 +1,81 @@
+"""Drawing matrices on a page: one heatmap, maps side by side on one colour scale, and downloads."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import streamlit as st
+
+from ui import widgets
+from ui.pickers import Region
+from viz import export, figures
+from viz.tokens import MatrixView, crop_view, pool_view
+from viz.trace import Trace
+
+
+def heatmap(view: MatrixView, title: str, key: str, zoom: Region | None = None, **kwargs) -> MatrixView:
+    """A matrix view as an interactive heatmap: cropped to `zoom`, max-pooled to at most OVERVIEW_CELLS a
+    side (the title says so). Returns what was drawn. Plotly's camera button saves it as PNG."""
+    return _draw(_shown(view, zoom), title, key, **kwargs)
+
+
+def _shown(view: MatrixView, zoom: Region | None) -> MatrixView:
+    """What a map draws: the zoomed region, max-pooled to at most OVERVIEW_CELLS a side."""
+    return pool_view(crop_view(view, *zoom) if zoom else view)
+
+
+def heatmaps_side_by_side(views: dict[str, MatrixView], keys: list[str], zoom: Region | None) -> dict[str, MatrixView]:
+    """Maps in columns on ONE colour scale (0 to the largest weight in any of them), so equal colours mean
+    equal weights; a checkbox (kept in the URL) scales each to its own maximum instead."""
+    shown = {title: _shown(view, zoom) for title, view in views.items()}
+    own = widgets.checkbox("Scale each map to its own maximum", key="own_scale")
+    peaks = [float(np.max(s.weights, where=~s.masked, initial=0.0)) for s in shown.values()]
+    for column, key, (title, view) in zip(st.columns(len(shown)), keys, shown.items(), strict=True):
+        with column:
+            _draw(view, title, key, zmax=None if own else max(peaks) or 1.0)
+    return shown
+
+
+def _draw(shown: MatrixView, title: str, key: str, **kwargs) -> MatrixView:
+    if shown.pooled > 1:
+        title += f" · max-pooled {shown.pooled}×{shown.pooled}"
+    fig = figures.attention_heatmap(
+        shown.weights,
+        shown.row_labels,
+        shown.col_labels,
+        shown.masked,
+        title,
+        row_positions=shown.row_positions,
+        col_positions=shown.col_positions,
+        quantity=shown.quantity,
+        **kwargs,
+    )
+    chart(fig, key)
+    return shown
+
+
+def chart(fig, key: str, **kwargs) -> None:
+    """A plotly figure whose camera button saves a PNG named after the chart."""
+    config = {"toImageButtonOptions": {"format": "png", "filename": key, "scale": 2}}
+    st.plotly_chart(fig, key=key, config=config, **kwargs)
+
+
+def downloads(views: dict[str, MatrixView], trace: Trace) -> None:
+    """A CSV per matrix on screen and the whole Trace as NPZ (each built only when clicked)."""
+    row = st.container(horizontal=True)  # buttons at their own width, wrapping: long names never overlap
+    for name, view in views.items():
+        row.download_button(
+            f"{name} (CSV)",
+            data=lambda v=view: export.matrix_csv(v.weights, v.row_labels, v.col_labels),
+            file_name=re.sub(r"\W+", "-", name).strip("-").lower() + ".csv",
+            mime="text/csv",
+            key=f"csv_{name}",
+        )
+    row.download_button(
+        "Whole trace (NPZ)",
+        data=lambda: export.trace_npz(trace),
+        file_name="trace.npz",
+        mime="application/octet-stream",
+        key="npz",
+    )
