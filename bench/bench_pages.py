@@ -2,6 +2,7 @@
 
     python3 bench/bench_pages.py                         # SmolLM2, 4,096 tokens
     python3 bench/bench_pages.py --model minilm --tokens 512
+    python3 bench/bench_pages.py --first 2               # the first page, then the Model view
 
 Pages run in one process through Streamlit's AppTest (no browser), in the order a user might
 visit them, sharing the server's caches as they would. Reports each page's server seconds,
@@ -29,16 +30,18 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--tokens", type=int, default=4096)
+    parser.add_argument("--first", type=int, help="only the first N pages (2: the first page and the Model view)")
     args = parser.parse_args()
     from streamlit.testing.v1 import AppTest
 
-    from viz.models import load_model
+    from ui.views import cached_model
 
-    text = long_text(load_model(args.model).tokenizer, args.tokens)
+    # The app's own cached model (the pages below find it loaded): figures are above the loaded model.
+    text = long_text(cached_model(args.model, "auto", "float32").tokenizer, args.tokens)
     start_rss = rss()
     report = {"model": args.model, "tokens": args.tokens, "rss_at_start_gb": round(start_rss / 2**30, 2), "pages": {}}
     with PeakRSS() as overall:
-        for page, _, _ in pages():
+        for page, _, _ in pages()[: args.first]:
             at = AppTest.from_file(str(ROOT / "attention_maps.py"), default_timeout=900)
             for key, value in dict(model=args.model, text=text, max_tokens=args.tokens).items():
                 at.query_params[key] = str(value)
@@ -61,7 +64,8 @@ def main() -> None:
     report["peak_rss_increase_gb"] = round(overall.increase / 2**30, 2)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
-    (out / f"pages-{args.model}-{args.tokens}.json").write_text(json.dumps(report, indent=2))
+    name = f"pages-{args.model}-{args.tokens}" + (f"-first{args.first}" if args.first else "")
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2))
     print(json.dumps({k: v for k, v in report.items() if k != "pages"}))
 
 

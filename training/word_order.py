@@ -6,6 +6,10 @@ in Bahdanau et al. 2015, Fig. 3 ("European Economic Area" -> "zone économique e
 Short common adjectives of beauty, age, goodness and size (BAGS: joli, petit, grand) come before
 the noun as in real French ("the small black cat" -> "le petit chat noir"). Determiners and
 adjectives agree in gender with the noun.
+
+Besides sentences (NP is ADJ; NP VERB NP [PREP NP]; NP VERB) the data holds bare noun phrases of
+two to four words ("the black cat" -> "le chat noir"): without them the model, never having seen
+a phrase end after its noun, went on writing ("le chat noir noir").
 """
 
 from __future__ import annotations
@@ -77,14 +81,15 @@ VERBS = {
     "pushes": "pousse",
     "draws": "dessine",
 }
+INTRANSITIVE = {"sleeps": "dort", "runs": "court", "sings": "chante", "waits": "attend", "falls": "tombe"}
 PREPOSITIONS = {"in": "dans", "on": "sur", "under": "sous", "with": "avec", "near": "contre"}
 DETERMINERS = {"the": {"m": "le", "f": "la"}, "a": {"m": "un", "f": "une"}}
 
 
 def vocabulary() -> list[str]:
-    english = [*NOUNS, *ADJECTIVES, *VERBS, *PREPOSITIONS, *DETERMINERS, "is", "."]
+    english = [*NOUNS, *ADJECTIVES, *VERBS, *INTRANSITIVE, *PREPOSITIONS, *DETERMINERS, "is", "."]
     french = [n for n, _ in NOUNS.values()] + [a for pair in ADJECTIVES.values() for a in pair]
-    french += [*VERBS.values(), *PREPOSITIONS.values(), "le", "la", "un", "une", "est"]
+    french += [*VERBS.values(), *INTRANSITIVE.values(), *PREPOSITIONS.values(), "le", "la", "un", "une", "est"]
     return list(dict.fromkeys(english + french))
 
 
@@ -132,11 +137,20 @@ def _noun_phrase(b: _Builder, rng: random.Random, max_adjectives: int = 2) -> st
     return gender
 
 
+PHRASES, INTRANSITIVE_SHARE = 0.3, 0.1  # shares of bare noun phrases and of "NP VERB" sentences
+
+
 def sentence(rng: random.Random) -> Example:
     b = _Builder()
     gender = _noun_phrase(b, rng)
     kind = rng.random()
-    if kind < 0.35:  # NP is ADJ
+    if kind < PHRASES:  # a bare noun phrase
+        return Example(source=b.source, target=b.target, tag=f"phrase of {len(b.source) // 2 + 1} words")
+    kind = (kind - PHRASES) / (1 - PHRASES)
+    if kind < INTRANSITIVE_SHARE:  # NP VERB
+        verb = rng.choice(list(INTRANSITIVE))
+        b.french(INTRANSITIVE[verb], b.english(verb, content=True))
+    elif kind < 0.4:  # NP is ADJ
         adj = rng.choice(list(ADJECTIVES))
         b.english("is", content=False)
         b.french("est", None)

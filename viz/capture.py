@@ -176,9 +176,9 @@ def _atlas_attention(module, query, key, value, attention_mask, **kwargs):
         calls.append(
             AttentionRecord(
                 module=module,
-                query=query[0].detach().clone(),
-                key=key[0].detach().clone(),
-                value=value[0].detach().clone(),
+                query=query[0].detach().clone(memory_format=torch.contiguous_format),
+                key=key[0].detach().clone(memory_format=torch.contiguous_format),
+                value=value[0].detach().clone(memory_format=torch.contiguous_format),
                 mask=_mask_rule(attention_mask, tq, tk, bool(is_causal), kwargs.get("sliding_window")),
                 bias=_compact_bias(kwargs.get("position_bias"), heads, tq, tk),
                 scaling=float(query.shape[-1] ** -0.5 if scaling is None else scaling),
