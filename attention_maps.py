@@ -20,7 +20,7 @@ st.markdown(
     "at the tokens in the columns, with weights that sum to 1. Try another layer or head, hover a cell, or "
     "see every head at once in the Model view."
 )
-st.page_link("pages/90_Guided_walk.py", label="New to attention? Take the guided walk from RNNs to attention →")
+st.page_link("pages/90_Guided_walk.py", label="New to attention? Take the guided walk →")
 trace = page.current_trace()
 stack_name = pickers.stack_picker(trace)
 stack = trace.stacks[stack_name]

@@ -24,7 +24,15 @@ except AtlasError as err:
     st.stop()
 
 output_text = page.current_model().tokenizer.decode(align.outputs.ids.tolist(), skip_special_tokens=True)
-st.markdown(f"**Output:** {messages.literal(output_text)}")
+if output_text.strip():
+    st.markdown(f"**Output:** {messages.literal(output_text)}")
+else:  # an empty view says why
+    messages.say(
+        st.info,
+        "The output is empty: the model's first token ended it ({tokens}). The rows below show where it looked "
+        "while it decided to stop.",
+        tokens=" ".join(align.outputs.display),
+    )
 st.caption(
     f"{align.kind}: row i is the decoder step that produced output token i; columns are the input tokens. "
     "Type a target text in the sidebar to see how the model aligns a translation you give it (forced decoding)."

@@ -4,7 +4,6 @@ import html
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from ui import messages, page, views, widgets
@@ -62,23 +61,7 @@ def show_causal(trace, loaded):
     if len(trace.tokens["source"]) > 1:
         s = P.surprisal(trace)
         labels = [trace.tokens["source"].display[i] for i in s.positions]
-        fig = go.Figure(
-            go.Bar(
-                x=list(range(len(labels))),
-                y=s.bits,
-                customdata=np.stack([s.probability, s.rank], 1),
-                hovertemplate="%{x}: %{y:.2f} bits · p=%{customdata[0]:.4f} · rank %{customdata[1]}<extra></extra>",
-                marker_color=np.minimum(s.rank, 20),
-                marker_colorscale="Reds",
-            )
-        )
-        fig.update_layout(
-            title="Surprisal of each actual token (−log₂ p given everything before it)",
-            height=300,
-            xaxis=dict(
-                tickmode="array", tickvals=list(range(len(labels))), ticktext=figures.plotly_text(labels), tickangle=-60
-            ),
-        )
+        fig = figures.surprisal_bars(s.bits, s.probability, s.rank, labels)
         st.plotly_chart(fig, key="surprisal")
     with st.expander("Continue the text (a separate generate call)", expanded=True):
         cols = st.columns(5)
@@ -136,11 +119,9 @@ def show_batch(trace, loaded):
         )
         for i, text in enumerate(batch.texts):
             messages.say(st.markdown, "**{text}** → {label}", text=text, label=batch.labels[i])
-            st.dataframe(
-                pd.DataFrame(
-                    [batch.tokens[i], batch.input_ids[i], batch.attention_mask[i]],
-                    index=["token", "input_ids", "attention_mask"],
-                ),
+            rows = [batch.tokens[i], batch.input_ids[i], batch.attention_mask[i]]
+            st.dataframe(  # one column mixes a token with numbers: text, so Arrow does not refuse the column
+                pd.DataFrame([[str(v) for v in row] for row in rows], index=["token", "input_ids", "attention_mask"]),
                 key=f"batch_{i}",
             )
         names = [loaded.model.config.id2label[j] for j in range(batch.logits.shape[1])]

@@ -3,12 +3,13 @@
 import numpy as np
 import streamlit as st
 
-from ui import page, pickers, views, widgets
+from ui import messages, page, pickers, views, widgets
 from viz import figures
-from viz.hidden import dominant_dimensions, layer_cosines, norms, pca_2d
+from viz.hidden import dominant_dimensions, layer_cosines, norms, outlier_tokens, pca_2d
 from viz.lens import lens_available, logit_lens
 
-LENS_WINDOW = 64
+LENS_WINDOW = 64  # positions the logit lens reads at most at once
+LENS_FEW = 24  # ... and by default: a column for each stays wide enough for its words
 
 page.setup("Hidden states & logit lens")
 trace = page.current_trace()
@@ -42,12 +43,26 @@ if dominant:
     )
     if widgets.checkbox(f"Leave dimension {held} out of the PCA", key="pca_leave_out"):
         leave_out = tuple(dominant)
-projection = pca_2d(hidden, leave_out)
+outliers, set_aside = outlier_tokens(hidden), ()
+if outliers:
+    named = ", ".join(
+        f"“{labels[t]}” (#{t}, {times:.0f}× the median length in layer {at})" for t, times, at in outliers[:5]
+    )
+    messages.say(
+        st.warning,
+        "{count} far longer than the others: {named}. Such a token alone sets the PCA's axes and leaves every "
+        "other token in one dot.",
+        count=f"{len(outliers)} token vector" + (" is" if len(outliers) == 1 else "s are"),
+        named=named + (" …" if len(outliers) > 5 else ""),
+    )
+    if widgets.checkbox("Leave these tokens out of the PCA", key="pca_leave_outliers"):
+        set_aside = tuple(t for t, _, _ in outliers)
+projection = pca_2d(hidden, leave_out, set_aside)
 layer = widgets.slider("PCA: layer", 0, len(hidden) - 1, key="pca_layer", default=len(hidden) - 1)
 st.plotly_chart(
     figures.token_scatter(
         projection.coords[layer],
-        labels,
+        [label for t, label in enumerate(labels) if t not in set_aside],
         projection.x_range,
         projection.y_range,
         f"token vectors after layer {layer} (one PCA for all layers: "
@@ -61,20 +76,22 @@ if not lens_available(trace) or loaded.untrained_head:
     st.info("The logit lens reads hidden states through a trained language-model head; this model has none.")
     st.stop()
 lens_tokens = trace.hidden_tokens(trace.output_stack)
-start = 0
-if len(lens_tokens) > LENS_WINDOW:  # each position costs a full vocabulary projection per layer
-    last_start = len(lens_tokens) - LENS_WINDOW
+start, window = 0, len(lens_tokens)
+if len(lens_tokens) > LENS_FEW:  # each position costs a full vocabulary projection per layer, and a column
+    left, right = st.columns([1, 3])
+    window = widgets.slider(
+        "Positions", LENS_FEW // 2, min(LENS_WINDOW, len(lens_tokens)), key="lens_positions",
+        default=min(LENS_FEW, len(lens_tokens)), place=left,
+        help="How many positions the grid reads side by side: fewer keep each column wide enough to read.",
+    )  # fmt: skip
+    last_start = len(lens_tokens) - window
     start = widgets.slider(
-        f"Read {LENS_WINDOW} positions from",
-        0,
-        last_start,
-        key="lens_start",
-        default=last_start,
+        "From position", 0, last_start, key="lens_start", default=last_start, place=right,
         help="Long texts are read a window at a time: every position costs one projection onto the whole "
         "vocabulary per layer.",
-    )
-lens = views.derived(logit_lens, trace, positions=slice(start, start + LENS_WINDOW), queued=True)
-lens_tokens = lens_tokens.slice(start, start + LENS_WINDOW)
+    )  # fmt: skip
+lens = views.derived(logit_lens, trace, positions=slice(start, start + window), queued=True)
+lens_tokens = lens_tokens.slice(start, start + window)
 decode = np.vectorize(lambda i: loaded.tokenizer.decode([int(i)]).strip() or "␣")
 top1 = decode(lens.top_ids[..., 0])
 hover = np.empty(top1.shape, dtype=object)

@@ -2,17 +2,17 @@
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from ui import messages, page, render, sidebar, views, widgets
+from viz import figures
 from viz.errors import AtlasError
 from viz.heads import stack_stats
 from viz.models import CATALOG, CATALOG_BY_KEY
 from viz.tokens import TokenOptions, matrix_view
 
 page.setup("Encoder vs decoder")
-sidebar.sidebar()
+sidebar.length_box(sidebar.sidebar().length, views.token_cap())
 text = st.session_state["text"]
 keys = [entry.key for entry in CATALOG]
 left, right = st.columns(2)
@@ -68,19 +68,8 @@ if curves:
     st.subheader("Layer by layer, averaged over heads")
     cols = st.columns(3)
     for column, (name, group) in zip(cols, frame.groupby("statistic", sort=False), strict=False):
-        fig = go.Figure(
-            [
-                go.Scatter(x=g["depth"], y=g["value"], mode="lines+markers", name=m, line=dict(color=color))
-                for (m, g), color in zip(group.groupby("model", sort=False), SIDE_COLORS, strict=False)
-            ]
-        )
-        fig.update_layout(  # the legend goes under the axis title, not over it
-            title=name,
-            height=340,
-            margin=dict(l=10, r=10, t=40, b=10),
-            xaxis_title="relative depth",
-            legend=dict(orientation="h", yanchor="top", y=-0.3, xanchor="left", x=0),
-        )
+        series = {model: (g["depth"], g["value"]) for model, g in group.groupby("model", sort=False)}
+        fig = figures.depth_lines(series, name, SIDE_COLORS)
         column.plotly_chart(fig, key=f"curve_{name}")
     st.caption(
         "Entropy is normalised by the number of keys each token may see, so a causal decoder's early "

@@ -6,21 +6,35 @@ Works on any encoder-decoder; offers the offline dates model, whose attention is
 import numpy as np
 import streamlit as st
 
-from ui import messages, page, pickers
-from viz import figures
+from ui import messages, page, widgets
+from ui.page import current_model
+from viz import diagrams, figures
 from viz.architectures import ENCODER_DECODER
 from viz.neuron import neuron_view
 from viz.predictions import softmax
 
 page.setup("Guided walk: from RNN to attention")
-trace = page.current_trace(
-    offer=page.Offer((ENCODER_DECODER,), "dates", 1, "The walk follows an encoder-decoder (it reads cross-attention).")
+st.header("1 · The bottleneck")
+st.markdown(
+    "A sequence-to-sequence RNN (Sutskever et al. 2014) reads the input one token at a time into a state, "
+    "and writes the output from its **last state alone**. However long the input, everything the decoder "
+    "will ever know about it must fit through that one vector:"
 )
-if "cross" not in trace.stacks:  # an encoder-decoder whose cross-attention modules weren't recognised
+st.plotly_chart(diagrams.bottleneck_diagram(), key="walk_bottleneck", config={"displayModeBar": False})
+st.markdown(
+    "Attention removes the bottleneck: at every output step the decoder looks back at **all** the encoder's "
+    "states. The rest of this walk follows a real encoder-decoder doing exactly that, with its own numbers."
+)
+trace = page.current_trace(
+    offer=page.Offer(
+        (ENCODER_DECODER,), "dates", 1, "The walk follows an encoder-decoder: it reads the cross-attention."
+    )
+)
+if trace.cross_stack is None:  # an encoder-decoder whose cross-attention modules weren't recognised
     st.warning("The walk reads cross-attention, and none was found in this model.")
     st.stop()
 source, target = trace.tokens["source"], trace.tokens["target"]
-cross, encoder = trace.stacks["cross"], trace.stacks["encoder"]
+cross, encoder = trace.stacks[trace.cross_stack], trace.stacks[trace.self_stacks[0]]
 last = cross.n_layers - 1
 
 
@@ -30,18 +44,27 @@ def scaling_effect(step: int) -> float:
     return float(np.abs(softmax(np.where(v.masked, -np.inf, v.dots)) - v.weights).sum())
 
 
-default_step = int(np.argmax([scaling_effect(i) for i in range(len(target))]))
-step = pickers.token_picker(
-    "Follow the decoder while it writes output token…", target, key="walk_step", default=default_step
-)
+def step_name(i: int) -> str:
+    """An output step as a reader says it: its token, its place, what came before."""
+    before = f", after “{target.display[i - 1]}”" if i else ", the first"
+    return f"“{target.display[i]}” (output token {i + 1} of {len(target)}{before})"
 
-st.header("1 · The bottleneck")
+
+default_step = int(np.argmax([scaling_effect(i) for i in range(len(target))]))
+step = int(
+    widgets.select_slider(
+        "Follow the decoder while it writes…", range(len(target)), key="walk_step", default=default_step,
+        format_func=lambda i: f"{i + 1}: “{target.display[i]}”",
+    )
+)  # fmt: skip
+output = current_model().tokenizer.decode(target.ids.tolist(), skip_special_tokens=True)
+messages.say(st.markdown, "**Output:** {output}  \nFollowed below: the step that wrote {step}.", output=output,
+             step=step_name(step))  # fmt: skip
 st.markdown(
-    "A sequence-to-sequence RNN (Sutskever et al. 2014) reads the input into **one vector** and writes the "
-    "output from that vector alone. However long the input, everything must fit through it. Below: this "
-    "model's encoder output for every input token — an RNN decoder would only get a single summary of it."
+    "Below: this model's encoder output for every input token — an RNN decoder would only get a single summary "
+    "of them (its last state)."
 )
-states = trace.hidden_states["encoder"][-1]
+states = trace.hidden_states[encoder.name][-1]
 st.plotly_chart(
     figures.vectors_heatmap(states, list(source.display), "encoder output, one row per input token"), key="walk_states"
 )
@@ -51,7 +74,7 @@ this_step = slice(step, step + 1)
 row = np.mean([cross.head_mean(layer, rows=this_step)[0] for layer in range(cross.n_layers)], axis=0)
 st.markdown(
     f"Attention lets each output step look back at **all** encoder states and take a weighted mix. While "
-    f"writing **{messages.literal(target.display[step])}**, this model's weights (all layers and heads averaged) "
+    f"writing {messages.literal(step_name(step))}, this model's weights (all layers and heads averaged) "
     f"put most weight on **{messages.literal(source.display[int(row.argmax())])}**."
 )
 st.plotly_chart(

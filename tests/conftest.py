@@ -29,15 +29,16 @@ def smollm2():
     return load_model("smollm2")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def app_url():
+    """One app server for every browser test of the session (a server per module cost ~10 s each)."""
     from tests.browser import running_app
 
     with running_app() as server:
         yield server.url
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def chromium():
     from playwright.sync_api import sync_playwright
 

@@ -66,7 +66,7 @@ def test_model_view_click_opens_that_head(chromium, app_url):
 
 def test_bertviz_draws_offline(chromium, app_url):
     page = open_page(chromium, f"{app_url}/bertviz?model=minilm&text=time+flies+like+an+arrow")
-    frame = page.wait_for_selector("iframe", timeout=120_000).content_frame()
+    frame = page.wait_for_selector('[data-testid="stMain"] iframe', timeout=120_000).content_frame()
     frame.wait_for_selector("svg text", timeout=60_000)  # d3 drew the tokens
     assert "arrow" in frame.inner_text("body")
     # one Layer control: ours (bertviz's own drop-down, which would list one layer, is hidden)
@@ -75,10 +75,26 @@ def test_bertviz_draws_offline(chromium, app_url):
     assert page.external == []
 
 
+def test_bertviz_head_view_offers_encoder_decoder_and_cross_attention(chromium, app_url):
+    """Issue 26: a rule meant for bertviz's layer box hid the Encoder / Decoder / Cross box beside it."""
+    page = open_page(chromium, f"{app_url}/bertviz?model=dates&text=the+3rd+of+march+1999")
+    frame = page.wait_for_selector('[data-testid="stMain"] iframe', timeout=120_000).content_frame()
+    frame.wait_for_selector("svg text", timeout=60_000)
+    choice = frame.locator("select#filter")
+    assert choice.is_visible() and not frame.locator("select#layer").is_visible()
+    assert "Layer:" not in frame.inner_text("body")
+    options = choice.locator("option").all_inner_texts()
+    assert [o.lower() for o in options] == ["encoder", "decoder", "cross"]
+    choice.select_option(index=2)  # cross-attention: the decoder's tokens on the left, the input's on the right
+    page.wait_for_timeout(500)
+    assert "1999" in frame.inner_text("body") and "march" in frame.inner_text("body")
+    assert page.external == []
+
+
 def test_bertviz_model_view_leaves_no_empty_area(chromium, app_url):
     """Issue 9: a fixed 150 px a layer left half the frame empty under a short text's model view."""
     page = open_page(chromium, f"{app_url}/bertviz?model=minilm&text=time+flies+like+an+arrow&bertviz_view=model")
-    handle = page.wait_for_selector("iframe", timeout=120_000)
+    handle = page.wait_for_selector('[data-testid="stMain"] iframe', timeout=120_000)
     frame = handle.content_frame()
     frame.wait_for_selector("svg", timeout=60_000)
     page.wait_for_timeout(1000)

@@ -57,7 +57,7 @@ def test_overview_is_the_max_pooled_model_attention_and_zoom_is_full_resolution(
     trace = build_trace(loaded, TEXT, max_tokens=TOKENS)
     reference = eager_attentions(loaded, trace)["decoder"][1, 4]
     spec = plotly_specs(at)[0]
-    assert spec["layout"]["title"]["text"] == "Layer 1, head 4 · max-pooled 6×6"
+    assert spec["layout"]["title"]["text"] == "Layer 1, head 4 · each cell: max of a 6×6 token block"
     z = decode(spec["data"][0]["z"])
     assert z.shape == (500, 500)
     visible = ~np.isnan(z)  # cells whose whole block is masked are drawn grey

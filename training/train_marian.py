@@ -149,6 +149,9 @@ def train(
     train_seconds = time.perf_counter() - start
     model.eval()
     metrics = evaluate(model, tokenizer, test_set)
+    if hasattr(module, "short_phrases"):  # every held-out phrase of two or three words, not a sample
+        short = evaluate(model, tokenizer, module.short_phrases(held_out=True))
+        metrics["short_phrases"] = {"examples": short["examples"], "exact_match": short["exact_match"]}
     metrics.update(
         task=task,
         train_seconds=round(train_seconds, 1),
@@ -176,6 +179,9 @@ def model_card(task: str, m: dict) -> str:
         formats = "\n".join(f"- `{name}`" for name in module.FORMATS)
         formats = f"\nSource formats ({len(module.FORMATS)}), each also in lower and upper case:\n{formats}\n"
     by_tag = "\n".join(f"| {tag} | {v:.4f} |" for tag, v in m["exact_match_by_tag"].items())
+    if "short_phrases" in m:
+        short = m["short_phrases"]
+        by_tag += f"\n| every held-out phrase of 2 or 3 words ({short['examples']}) | {short['exact_match']:.4f} |"
     return f"""# marian-{task}: {spec["title"]}
 
 A small MarianMTModel trained by `python -m training.train_marian {task}` for Attention Atlas, so that

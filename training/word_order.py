@@ -117,11 +117,16 @@ class _Builder:
 
 
 def _noun_phrase(b: _Builder, rng: random.Random, max_adjectives: int = 2) -> str:
-    """Adds determiner, adjectives and noun; returns the noun's gender."""
+    """Adds a random determiner, adjectives and noun; returns the noun's gender."""
     det = rng.choice(list(DETERMINERS))
     noun = rng.choice(list(NOUNS))
-    french_noun, gender = NOUNS[noun]
     adjectives = rng.sample(list(ADJECTIVES), rng.choice(range(max_adjectives + 1)))
+    return _add_noun_phrase(b, det, adjectives, noun)
+
+
+def _add_noun_phrase(b: _Builder, det: str, adjectives: list[str], noun: str) -> str:
+    """Adds this determiner, these adjectives and this noun in both languages; returns the noun's gender."""
+    french_noun, gender = NOUNS[noun]
     b.english(det, content=False)
     roles = [b.english(adj, content=True) for adj in adjectives]
     noun_role = b.english(noun, content=True)
@@ -175,11 +180,27 @@ def is_held_out(example: Example) -> bool:
 
 
 def sample(n: int, held_out: bool, seed: int) -> list[Example]:
+    """`n` examples from one side of the split. Held-out examples are distinct; training ones repeat as
+    the grammar draws them (so the few two-word phrases are seen as often as the grammar makes them)."""
     rng = random.Random(seed)
     out, seen = [], set()
     while len(out) < n:
         ex = sentence(rng)
-        if is_held_out(ex) == held_out and ex.source_text not in seen:
+        if is_held_out(ex) == held_out and not (held_out and ex.source_text in seen):
             seen.add(ex.source_text)
             out.append(ex)
+    return out
+
+
+def short_phrases(held_out: bool) -> list[Example]:
+    """Every noun phrase of two or three words ("the cat", "a black dog") on one side of the split."""
+    out = []
+    for det in DETERMINERS:
+        for adjectives in [(), *((adj,) for adj in ADJECTIVES)]:
+            for noun in NOUNS:
+                b = _Builder()
+                _add_noun_phrase(b, det, list(adjectives), noun)
+                ex = Example(source=b.source, target=b.target, tag=f"phrase of {len(adjectives) + 2} words")
+                if is_held_out(ex) == held_out:
+                    out.append(ex)
     return out

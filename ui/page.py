@@ -19,10 +19,12 @@ import streamlit as st
 from ui import widgets
 from ui.cold_start import page_config
 from ui.messages import literal, say, say_cut, size_text
-from ui.sidebar import from_url, sidebar
+from ui.sidebar import Sidebar, from_url, length_box, sidebar, target_box
 from ui.views import cached_model, cached_trace, safely, token_cap, trace_args, trace_cache
 from viz.architectures import DECODER
 from viz.models import CATALOG_BY_KEY, CAUSAL_LM, LoadedModel, needs_slow_first_load, prepare_first_load
+from viz.share import COPY_LINK_HEIGHT, copy_link_html
+from viz.tokens import unknown_words
 from viz.trace import Trace, token_limit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,8 +48,10 @@ def setup(title: str) -> None:
     page_config(title)
     from_url()
     widgets.keep_values()
+    widgets.fresh_url()
     with st.sidebar:
         st.markdown("### 🔭 Attention Atlas")
+        st.iframe(copy_link_html(), height=COPY_LINK_HEIGHT)
         for path, label, tooltip in pages():
             st.page_link(path, label=label, help=tooltip or None)
     st.title(title)
@@ -87,15 +91,18 @@ def continuation_slider() -> int:
     return widgets.slider("Tokens to generate after the prompt", 1, 64, key="continuation", default=16)
 
 
-def _model_options(loaded: LoadedModel, generate: bool) -> dict:
-    """The sidebar's settings only some models take: a question (QA heads), a chat turn (instruct
-    decoders), a continuation (decoders on pages that read one)."""
+def _model_options(loaded: LoadedModel, slots: Sidebar, generate: bool) -> dict:
+    """The settings only some models take, drawn once the model says what it is: a target (encoder-decoders),
+    a question (QA heads), a chat turn (instruct decoders), Max tokens (up to the model's limit), and a
+    continuation (decoders on pages that read one)."""
+    target_box(slots.model_options, loaded.family)
+    length_box(slots.length, token_limit(loaded, token_cap()))
     question, chat = "", False
     if loaded.head.name == "question-answering":
-        with st.sidebar:
+        with slots.model_options:
             question = widgets.text_input("Question (the text above is the context)", key="question")
     if loaded.head == CAUSAL_LM and getattr(loaded.tokenizer, "chat_template", None):
-        with st.sidebar:
+        with slots.model_options:
             chat = widgets.checkbox(
                 "Wrap as a chat turn", key="chat", help="Put the text in the model's chat template, as a user message."
             )
@@ -110,7 +117,8 @@ def current_trace(generate: bool = False, offer: Offer | None = None) -> Trace:
     loaded model -- not the catalog -- says it is a decoder: hub ids and directories are decoders too).
     `offer`: for a model of another family, the page offers its model instead, before any forward pass.
     """
-    key = sidebar()
+    slots = sidebar()
+    key = slots.model
     if not key:
         st.info("Enter a model id or directory in the sidebar.")
         st.stop()
@@ -124,7 +132,7 @@ def current_trace(generate: bool = False, offer: Offer | None = None) -> Trace:
         loaded = cached_model(key, ss["device"], ss["dtype"])
         if offer is not None and loaded.family not in offer.families:
             _offer_model(offer)
-        ss["current_trace_args"] = trace_args(ss, **_model_options(loaded, generate))
+        ss["current_trace_args"] = trace_args(ss, **_model_options(loaded, slots, generate))
         return cached_trace(**ss["current_trace_args"])
 
     first_use = "First use of SmolLM2: its packaged GGUF weights are converted once, then kept"
@@ -138,8 +146,28 @@ def session_limit() -> int:
     return token_limit(current_model(), min(int(st.session_state["max_tokens"]), token_cap()))
 
 
+def _say_unknown_words(trace: Trace) -> None:
+    """Words the model has no token for are read as its unknown token: name them, as every view shows <unk>."""
+    tokenizer = current_model().tokenizer
+    unknown = unknown_words(tokenizer, trace.text)
+    if trace.target_text:
+        unknown += [w for w in unknown_words(tokenizer, trace.target_text, target=True) if w not in unknown]
+    if unknown:
+        shown = ", ".join(f"“{word}”" for word in unknown[:12]) + (" …" if len(unknown) > 12 else "")
+        say(
+            st.warning,
+            "{model} does not know {count}: {words}. It reads each as {unk}, so the maps show {unk} there and "
+            "what the model makes of it means little. Pick one of the model's own examples in the sidebar.",
+            model=trace.model_name,
+            count=f"{len(unknown)} word" + ("s" if len(unknown) > 1 else "") + " of this text",
+            words=shown,
+            unk=tokenizer.unk_token,
+        )
+
+
 def _describe(trace: Trace) -> None:
-    """What was cut, and one caption: model, device, timings, tokens and memory."""
+    """What was cut, words the model can't read, and one caption: model, device, timings, tokens and memory."""
+    _say_unknown_words(trace)
     limit = session_limit()
     if trace.dropped_tokens:
         st.warning(

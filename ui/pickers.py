@@ -52,13 +52,30 @@ def zoom_picker(rows: TokenSeq, cols: TokenSeq) -> Region | None:
     region = []
     with st.expander(f"Zoom: {len(rows):,} × {len(cols):,} tokens", expanded=True):
         for key, label, seq in (("zoom_rows", "Queries (rows)", rows), ("zoom_cols", "Keys (columns)", cols)):
-            whole = (0, len(seq) - 1)
-            region.append(tuple(widgets.slider(label, *whole, key=key, default=whole)))
+            region.append(_token_range(label, key, len(seq)))
         st.caption(
             f"Drawn at full resolution when both ranges span at most {OVERVIEW_CELLS} tokens; larger regions "
             "are max-pooled (each cell shows the largest weight in its block, so a sharp head stays visible)."
         )
     return region[0], region[1]
+
+
+def _token_range(label: str, key: str, n: int) -> tuple[int, int]:
+    """A range of token positions: a slider (in the URL) and two boxes to type its ends, kept in step."""
+    whole = (0, n - 1)
+    ends = (f"{key}_from", f"{key}_to")
+
+    def boxes_changed() -> None:
+        first, last = (int(st.session_state[end]) for end in ends)
+        st.session_state[key] = (min(first, last), max(first, last))
+
+    value = tuple(widgets.slider(label, *whole, key=key, default=whole))
+    for end, position in zip(ends, value, strict=True):
+        st.session_state[end] = position  # the boxes show the slider's range
+    left, right = st.columns(2)
+    for place, end, name in ((left, ends[0], "from"), (right, ends[1], "to")):
+        place.number_input(f"{label}: {name}", *whole, key=end, on_change=boxes_changed, label_visibility="collapsed")
+    return value
 
 
 _TOKEN_FLAGS = {

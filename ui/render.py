@@ -30,16 +30,25 @@ def heatmaps_side_by_side(views: dict[str, MatrixView], keys: list[str], zoom: R
     equal weights; a checkbox (kept in the URL) scales each to its own maximum instead."""
     shown = {title: _shown(view, zoom) for title, view in views.items()}
     own = widgets.checkbox("Scale each map to its own maximum", key="own_scale")
-    peaks = [float(np.max(s.weights, where=~s.masked, initial=0.0)) for s in shown.values()]
+    peaks = [float(np.max(s.weights, where=~s.masked, initial=0.0)) if s.weights.size else 0.0 for s in shown.values()]
     for column, key, (title, view) in zip(st.columns(len(shown)), keys, shown.items(), strict=True):
         with column:
             _draw(view, title, key, zmax=None if own else max(peaks) or 1.0)
     return shown
 
 
+EMPTY_VIEW = (
+    "Nothing to draw in “{title}”: the token options hide every token of its {side} (they are all special "
+    "tokens, like [CLS], </s> or <unk>, or the first token). Untick them in Token options to see the map."
+)
+
+
 def _draw(shown: MatrixView, title: str, key: str, **kwargs) -> MatrixView:
+    if not shown.weights.size:  # an empty view says why it is empty
+        st.info(EMPTY_VIEW.format(title=title, side="rows" if not shown.weights.shape[0] else "columns"))
+        return shown
     if shown.pooled > 1:
-        title += f" · max-pooled {shown.pooled}×{shown.pooled}"
+        title += f" · each cell: max of a {shown.pooled}×{shown.pooled} token block"
     fig = figures.attention_heatmap(
         shown.weights,
         shown.row_labels,

@@ -1,16 +1,20 @@
 """The shared sidebar: the model picker, the text, the target, the length and device settings.
 
 On a session's first run it also takes the view from the URL (a copied URL reopens the same view).
+What depends on the loaded model -- the target (encoder-decoders only), a question (QA heads), a chat
+turn, Max tokens (up to the model's own limit) -- is drawn into slots once the model has loaded.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import streamlit as st
 import torch
 
 from ui import widgets
 from ui.messages import say
-from ui.views import DEFAULTS, policy, token_cap
+from ui.views import DEFAULTS, policy
 from viz.architectures import ENCODER_DECODER
 from viz.models import CATALOG, CATALOG_BY_KEY, COURSE_EXAMPLES, SPREAD
 
@@ -98,7 +102,12 @@ def _model_picker() -> str:
 
 def _text_boxes(choice: str) -> None:
     entry = CATALOG_BY_KEY.get(choice)
-    examples = list(dict.fromkeys((*(entry.examples if entry else ()), *COURSE_EXAMPLES)))
+    course = COURSE_EXAMPLES if entry is None or entry.reads_any_english else ()  # a small vocabulary: its own
+    examples = list(dict.fromkeys((*(entry.examples if entry else ()), *course)))
+    if st.session_state.get("example") not in examples or st.session_state.get("example") != st.session_state.get(
+        "text"
+    ):
+        st.session_state["example"] = None  # the box shows an example only while the text is that example
     st.selectbox(
         "Examples", examples, index=None, placeholder="Load an example…", key="example", on_change=_set_example
     )
@@ -107,21 +116,51 @@ def _text_boxes(choice: str) -> None:
         st.caption(f"The text box holds at most {TEXT_LIMIT:,} characters: the rest of the paste was not kept.")
     if len(text) > widgets.URL_TEXT_LIMIT:
         st.caption("This text is too long for the page's link: a copied URL will not carry it.")
-    if entry is None or entry.family == ENCODER_DECODER:
+
+
+def _target_follows_model(model: str) -> None:
+    """A target text belongs to the model it was typed for: another model gets its own (none at first), and
+    coming back brings the first one back."""
+    ss = st.session_state
+    owner = ss.get("_target_model")
+    if owner == model:
+        return
+    targets = ss.setdefault("_targets", {})
+    if owner is not None:
+        targets[owner] = ss.get("target", "")
+    ss["target"] = targets.get(model, DEFAULTS["target"]) if owner is not None else ss.get("target", "")
+    ss["_target_model"] = model
+
+
+def target_box(slot, family: str) -> None:
+    """The target text, for an encoder-decoder only (forced decoding)."""
+    if family != ENCODER_DECODER:
+        return
+    with slot:
         widgets.text_input(
-            "Target text (encoder-decoders)",
+            "Target text",
             key="target",
             help="Leave empty to let the model generate its own output; type a translation to see "
             "how the model aligns it (forced decoding).",
         )
 
 
-def _length_and_device() -> None:
-    with st.expander("Length and device"):
-        hi = token_cap()
+def length_box(slot, limit: int) -> None:
+    """Max tokens, up to `limit` (the model's positions and the server's cap)."""
+    with slot:
         widgets.number_input(
-            "Max tokens", MIN_TOKENS, hi, key="max_tokens", default=min(hi, DEFAULTS["max_tokens"]), step=16
+            "Max tokens",
+            MIN_TOKENS,
+            max(MIN_TOKENS, limit),
+            key="max_tokens",
+            default=min(limit, DEFAULTS["max_tokens"]),
+            step=16,
+            help=f"Tokens one pass reads: at most {limit:,} here (the model's position limit and this server's cap).",
         )
+
+
+def _device_boxes() -> None:
+    with st.container():
         device = widgets.selectbox(
             "Device",
             _device_options(),  # a URL from a GPU machine asks for "cuda": this one offers what it has
@@ -133,10 +172,21 @@ def _length_and_device() -> None:
             widgets.selectbox("Precision", ["float32", "float16", "bfloat16"], key="dtype")
 
 
-def sidebar() -> str:
-    """Draw the shared sidebar; returns the chosen model key ("" while none is given)."""
+@dataclass
+class Sidebar:
+    model: str  # the chosen model key ("" while none is given)
+    model_options: object  # slot under the text: the target, a question, a chat turn
+    length: object  # slot in "Length and device": Max tokens
+
+
+def sidebar() -> Sidebar:
+    """Draw the shared sidebar; what depends on the loaded model goes into the returned slots."""
     with st.sidebar:
         choice = _model_picker()
+        _target_follows_model(st.session_state["model"])
         _text_boxes(choice)
-        _length_and_device()
-    return st.session_state["model"]
+        model_options = st.container()
+        with st.expander("Length and device"):
+            length = st.container()
+            _device_boxes()
+    return Sidebar(st.session_state["model"], model_options, length)

@@ -31,6 +31,12 @@ def start_session(params: dict[str, str]) -> None:
     st.session_state[_PENDING] = dict(params)
 
 
+def fresh_url() -> None:
+    """Start the run with an empty address: each widget drawn writes its value back, so the address holds the
+    settings this page and model use and no other (a link never carries another page's or model's)."""
+    st.query_params.clear()
+
+
 def keep_values() -> None:
     """Re-assign every widget value seen so far, so a page without that widget doesn't drop it."""
     for key in st.session_state.get(_KEPT, ()):

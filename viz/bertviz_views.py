@@ -92,16 +92,20 @@ def _arguments(trace: Trace) -> dict:
     return dict(attention=_layers(trace.stacks[name]), tokens=list(trace.tokens["source"].display))
 
 
-# Our layer slider picks the one layer drawn; bertviz's own (single-entry) layer drop-down is hidden.
-ONE_LAYER_CONTROL = "<style>span:has(> select#layer) { display: none; }</style>"
+# Our layer slider picks the one layer drawn, so bertviz's own (single-entry) layer drop-down is hidden with
+# its label -- and only those: the Encoder / Decoder / Cross drop-down shares their line.
+BERTVIZ_LAYER_CONTROL = 'Layer: <select id="layer"></select>'
+HIDDEN_LAYER_CONTROL = '<select id="layer" hidden></select>'
 
 
 def head_view_html(trace: Trace, layer: int = 0) -> str:
     """bertviz head view of one layer (our own layer slider picks it; keeps the page small)."""
     from bertviz import head_view  # with IPython ~0.25 s to import: paid when a view is drawn, not at start
 
-    html = head_view(**_arguments(trace), include_layers=[layer], prettify_tokens=False, html_action="return")
-    return _offline(html.data).replace("</head>", ONE_LAYER_CONTROL + "</head>", 1)
+    html = head_view(**_arguments(trace), include_layers=[layer], prettify_tokens=False, html_action="return").data
+    if BERTVIZ_LAYER_CONTROL not in html:
+        raise RuntimeError("bertviz HTML layout changed: cannot hide its layer drop-down")
+    return _offline(html.replace(BERTVIZ_LAYER_CONTROL, HIDDEN_LAYER_CONTROL, 1))
 
 
 def drawn_height(trace: Trace, view: str) -> int:

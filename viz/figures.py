@@ -8,6 +8,17 @@ from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
+
+TOOLBAR = 30  # px kept free at a figure's top for plotly's toolbar (on a phone it stays shown, over a title there)
+TOP_MARGIN = TOOLBAR + 34  # the toolbar's band, then the title, just above the plot area
+
+
+def title_band(text: str, size: int = 13) -> dict:
+    """A figure's title, just above its plot area and under the toolbar's band."""
+    at_plot = dict(x=0, xref="paper", xanchor="left", y=1, yref="paper", yanchor="bottom")  # clear of tick labels
+    return dict(text=text, font=dict(size=size), pad=dict(b=8), **at_plot)
+
 
 HOVER_LABEL_LIMIT = 256  # above this many tokens per side, hover shows positions only (keeps the JSON small)
 MASKED_COLOR = "#d9d9d9"
@@ -103,11 +114,11 @@ def attention_heatmap(
     # then the axis title, then the figure's title at the very top -- none on top of another.
     label_height = 0.87 * 6.5 * max((len(html.unescape(t)) for t in keys["ticktext"]), default=0)
     fig.update_layout(
-        title=dict(text=title, font=dict(size=14), y=1, yref="container", yanchor="top", pad=dict(t=6)),
+        title=dict(text=title, font=dict(size=14), y=1, yref="container", yanchor="top", pad=dict(t=6 + TOOLBAR)),
         xaxis=dict(keys, side="top", tickangle=-60, title="attended to (key)"),
         yaxis=dict(_axis(row_labels, y), autorange="reversed", title="attending (query)"),
-        height=size + int(label_height),
-        margin=dict(l=10, r=10, t=int(90 + label_height), b=10),
+        height=size + int(label_height) + TOOLBAR,
+        margin=dict(l=10, r=10, t=int(90 + TOOLBAR + label_height), b=10),
         plot_bgcolor="white",
     )
     return fig
@@ -189,9 +200,9 @@ def vectors_heatmap(matrix: np.ndarray, row_labels: Sequence[str], title: str, h
         )
     )
     fig.update_layout(
-        title=dict(text=title, font=dict(size=13)),
-        height=height or max(120, 24 * len(row_labels) + 70),
-        margin=dict(l=10, r=10, t=40, b=30),
+        title=title_band(title),
+        height=(height or max(120, 24 * len(row_labels) + 70)) + TOOLBAR,
+        margin=dict(l=10, r=10, t=TOP_MARGIN, b=30),
         yaxis=dict(_axis(row_labels), autorange="reversed"),
         xaxis=dict(title="dimension", showgrid=False),
     )
@@ -212,9 +223,9 @@ def attention_line(weights: np.ndarray, labels: Sequence[str], title: str) -> go
         )
     )
     fig.update_layout(
-        title=dict(text=title, font=dict(size=13)),
+        title=title_band(title),
         height=280,
-        margin=dict(l=10, r=10, t=40, b=10),
+        margin=dict(l=10, r=10, t=TOP_MARGIN, b=10),
         xaxis=dict(title="key position", showgrid=False),
         yaxis=dict(title="weight", rangemode="tozero"),
     )
@@ -241,14 +252,17 @@ def position_lines(series: dict[str, np.ndarray], labels: Sequence[str], title: 
         ]
     )
     fig.update_layout(  # the legend sits under the plot, clear of the axis title
-        title=dict(text=title, font=dict(size=13)),
+        title=title_band(title),
         height=340,
-        margin=dict(l=10, r=10, t=40, b=10),
+        margin=dict(l=10, r=10, t=TOP_MARGIN, b=10),
         xaxis=dict(title="token position", showgrid=False),
         yaxis=dict(title=y_title, rangemode="tozero"),
         legend=dict(orientation="h", yanchor="top", y=-0.25, xanchor="left", x=0),
     )
     return fig
+
+
+BAR_LABEL_SIZE = 15
 
 
 def weight_bars(values: np.ndarray, labels: Sequence[str], title: str, fmt: str = ".4f") -> go.Figure:
@@ -264,10 +278,49 @@ def weight_bars(values: np.ndarray, labels: Sequence[str], title: str, fmt: str 
         )
     )
     fig.update_layout(
-        title=dict(text=title, font=dict(size=13)),
-        height=260,
-        margin=dict(l=10, r=10, t=40, b=10),
+        title=title_band(title),
+        height=280,
+        margin=dict(l=10, r=10, t=TOP_MARGIN, b=10),
+        xaxis=dict(_axis(labels), tickangle=-60, tickfont=dict(size=BAR_LABEL_SIZE)),  # "." and "," stay legible
+    )
+    return fig
+
+
+def surprisal_bars(bits: np.ndarray, probability: np.ndarray, rank: np.ndarray, labels: Sequence[str]) -> go.Figure:
+    """Surprisal of each actual token, −log₂ p(token | everything before it); redder = lower rank."""
+    fig = go.Figure(
+        go.Bar(
+            x=list(range(len(labels))),
+            y=bits,
+            customdata=np.stack([probability, rank], 1),
+            hovertemplate="%{x}: %{y:.2f} bits · p=%{customdata[0]:.4f} · rank %{customdata[1]}<extra></extra>",
+            marker_color=np.minimum(rank, 20),
+            marker_colorscale="Reds",
+        )
+    )
+    fig.update_layout(
+        title=title_band("Surprisal of each actual token (−log₂ p given everything before it)"),
+        height=320,
+        margin=dict(l=10, r=10, t=TOP_MARGIN, b=10),
         xaxis=dict(_axis(labels), tickangle=-60),
+    )
+    return fig
+
+
+def depth_lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str, colors: Sequence[str]):
+    """One line per model over relative depth (0 = first layer, 1 = last); the legend under the axis title."""
+    fig = go.Figure(
+        [
+            go.Scatter(x=list(x), y=list(y), mode="lines+markers", name=name, line=dict(color=color))
+            for (name, (x, y)), color in zip(series.items(), colors, strict=False)
+        ]
+    )
+    fig.update_layout(
+        title=title_band(title),
+        height=360,
+        margin=dict(l=10, r=10, t=TOP_MARGIN, b=10),
+        xaxis_title="relative depth",
+        legend=dict(orientation="h", yanchor="top", y=-0.3, xanchor="left", x=0),
     )
     return fig
 
@@ -294,23 +347,43 @@ def layer_token_heatmap(
         zmax=zmax,
         colorbar=dict(thickness=10),
     )
-    if cell_text is not None:
-        heat.update(
-            text=np.vectorize(html.escape)(cell_text.astype(str)), texttemplate="%{text}", textfont=dict(size=10)
-        )
     if hover is not None:
         heat.update(customdata=hover, hovertemplate="%{customdata}<extra></extra>")
     else:
         heat.update(hovertemplate=f"layer %{{y}} · {column} %{{x}}: %{{z:.3f}}<extra></extra>")
     fig = go.Figure(go.Heatmap(**heat))
+    if cell_text is not None:
+        fig.add_trace(_cell_text(z, cell_text, colorscale, zmin, zmax))
     fig.update_layout(
-        title=dict(text=title, font=dict(size=13)),
+        title=title_band(title),
         height=max(260, 22 * len(layers) + 140),
-        margin=dict(l=10, r=10, t=40, b=10),
-        xaxis=dict(_axis(token_labels), tickangle=-60),
+        margin=dict(l=10, r=10, t=TOP_MARGIN, b=10),
+        xaxis=dict(_axis(token_labels, most=MAX_KEY_TICKS), tickangle=-60),
         yaxis=dict(title="layer", tickmode="array", tickvals=layers),
+        showlegend=False,
     )
     return fig
+
+
+def _cell_text(z: np.ndarray, text: np.ndarray, colorscale: str, zmin: float | None, zmax: float | None) -> go.Scatter:
+    """Text on each cell, dark on light cells and white on dark ones (a heatmap's own text has one colour)."""
+    lo = float(np.nanmin(z)) if zmin is None else zmin
+    hi = float(np.nanmax(z)) if zmax is None else zmax
+    scaled = np.clip((np.nan_to_num(z, nan=lo) - lo) / ((hi - lo) or 1.0), 0, 1)
+    cells = sample_colorscale(colorscale, scaled.ravel().tolist(), colortype="tuple")
+    luminance = np.array([0.299 * r + 0.587 * g + 0.114 * b for r, g, b in cells])  # 0..1
+    rows, cols = np.indices(z.shape)
+    return go.Scatter(
+        x=cols.ravel(),
+        y=rows.ravel(),
+        mode="text",
+        text=np.vectorize(html.escape)(text.astype(str)).ravel(),
+        textfont=dict(size=10, color=np.where(luminance < 0.5, "#ffffff", "#1b1b1b").tolist()),
+        hoverinfo="skip",
+    )
+
+
+SCATTER_LABEL_LIMIT = 64  # tokens labelled on a scatter; beyond, labels pile up and only hover names them
 
 
 def token_scatter(coords: np.ndarray, labels: Sequence[str], x_range, y_range, title: str) -> go.Figure:
@@ -318,17 +391,17 @@ def token_scatter(coords: np.ndarray, labels: Sequence[str], x_range, y_range, t
         go.Scatter(
             x=coords[:, 0],
             y=coords[:, 1],
-            mode="markers+text" if len(labels) <= HOVER_LABEL_LIMIT else "markers",  # thousands of labels: hover
+            mode="markers+text" if len(labels) <= SCATTER_LABEL_LIMIT else "markers",  # more: hover
             text=plotly_text(labels),
-            textposition="top center",
+            textposition=[("top center", "bottom center")[i % 2] for i in range(len(labels))],  # neighbours apart
             marker=dict(size=9, color=list(range(len(labels))), colorscale="Viridis"),
             hovertemplate="%{text}<extra></extra>",
         )
     )
     fig.update_layout(
-        title=dict(text=title, font=dict(size=13)),
+        title=title_band(title),
         height=480,
-        margin=dict(l=10, r=10, t=40, b=10),
+        margin=dict(l=10, r=10, t=TOP_MARGIN, b=10),
         xaxis=dict(range=list(x_range), title="PC 1"),
         yaxis=dict(range=list(y_range), title="PC 2"),
     )

@@ -34,11 +34,29 @@ def dominant_dimensions(hidden: np.ndarray, share: float = 0.5) -> list[int]:
     return [int(d) for d in np.flatnonzero(variance > share * variance.sum())]
 
 
-def pca_2d(hidden: np.ndarray, leave_out: tuple[int, ...] = ()) -> Projection:
+OUTLIER_NORM = 10.0  # a token whose vector is this many times the median token's, in some layer, is an outlier
+
+
+def outlier_tokens(hidden: np.ndarray, ratio: float = OUTLIER_NORM) -> list[tuple[int, float, int]]:
+    """Tokens whose vector is over `ratio` × the median token's length in some layer -- often the first
+    token, an "attention sink" -- as (position, how many times the median, in which layer), largest first.
+    One such token sets a PCA's axes and leaves every other token in one dot."""
+    lengths = norms(hidden)  # [layers + 1, T]
+    times = lengths / np.maximum(np.median(lengths, axis=1, keepdims=True), 1e-12)
+    found = [
+        (int(t), float(times[:, t].max()), int(times[:, t].argmax())) for t in np.flatnonzero(times.max(0) > ratio)
+    ]
+    return sorted(found, key=lambda item: -item[1])
+
+
+def pca_2d(hidden: np.ndarray, leave_out: tuple[int, ...] = (), leave_out_tokens: tuple[int, ...] = ()) -> Projection:
     """One PCA fitted on the token vectors of all layers together, then applied to each layer
-    (`leave_out`: dimensions set aside, e.g. a massive activation)."""
+    (`leave_out`: dimensions set aside, e.g. a massive activation; `leave_out_tokens`: token positions set
+    aside, e.g. an outlier; `coords` then hold the other tokens, in order)."""
     if leave_out:
         hidden = np.delete(hidden, list(leave_out), axis=-1)
+    if leave_out_tokens:
+        hidden = np.delete(hidden, list(leave_out_tokens), axis=1)
     flat = hidden.reshape(-1, hidden.shape[-1]).astype(np.float64)
     centred = flat - flat.mean(axis=0)
     # The d × d covariance's eigenvectors are the principal axes: cheap at 31 layers × 4,096 tokens,

@@ -47,6 +47,7 @@ class CatalogEntry:
     label: str
     family: str
     examples: tuple[str, ...] = ()
+    reads_any_english: bool = True  # False: a small vocabulary, so only its own examples are offered
 
 
 COURSE_EXAMPLES = (
@@ -82,12 +83,14 @@ CATALOG: tuple[CatalogEntry, ...] = (
         "Dates → ISO (Marian) · encoder-decoder · offline",
         ENCODER_DECODER,
         ("Sunday, 22 November 2026", "the 3rd of march 1999", "22/11/26", "nov 22, 2026"),
+        reads_any_english=False,
     ),
     CatalogEntry(
         "word-order",
         "English → French word order (Marian) · encoder-decoder · offline",
         ENCODER_DECODER,
-        ("the red car is fast", "the small black cat sees the big white dog"),
+        ("the red car is fast", "the small black cat sees the big white dog", "the black cat", "a big house"),
+        reads_any_english=False,
     ),
     *(
         CatalogEntry(f"hub:{name}", f"{name} · {family} · needs network", family, examples)

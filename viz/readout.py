@@ -38,7 +38,7 @@ class Readout:
     @torch.inference_mode()
     def logits(self, hidden: np.ndarray, final: bool = True) -> torch.Tensor:
         """[positions, vocabulary] float32 for hidden states [positions, d_model] (`final`: of the last layer)."""
-        h = torch.from_numpy(np.ascontiguousarray(hidden)).to(dtype=self.dtype)
+        h = torch.from_numpy(np.array(hidden, dtype=np.float32)).to(dtype=self.dtype)  # a copy: the Trace is read-only
         if self.final_norm is not None and not final:
             h = self.final_norm(_on(self.final_norm, h))
         if self.scale != 1.0:

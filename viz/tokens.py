@@ -107,6 +107,18 @@ def guess_word_ids(raw: list[str], special: np.ndarray) -> list[int | None]:
     return word_ids
 
 
+def unknown_words(tokenizer, text: str, target: bool = False) -> list[str]:
+    """The pieces of `text` this tokenizer has no token for and reads as its unknown token (<unk>), in order,
+    each once. Empty for byte-level tokenizers, which have a token for everything."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None or not text or not getattr(tokenizer, "is_fast", False):
+        return []
+    kind = {"text_target": text} if target else {"text": text}
+    enc = tokenizer(**kind, return_offsets_mapping=True, add_special_tokens=False)
+    found = [text[a:b] for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"], strict=True) if i == unk]
+    return list(dict.fromkeys(word for word in found if word.strip()))
+
+
 def token_seq(
     tokenizer, ids: list[int], word_ids: list[int | None] | None = None, segments: list[int | None] | None = None
 ) -> TokenSeq:
