@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from ui import messages, page, render, sidebar, views, widgets
+from ui import messages, page, render, views, widgets
 from viz import figures
 from viz.errors import AtlasError
 from viz.heads import stack_stats
@@ -12,7 +12,7 @@ from viz.models import CATALOG, CATALOG_BY_KEY
 from viz.tokens import TokenOptions, matrix_view
 
 page.setup("Encoder vs decoder")
-sidebar.length_box(sidebar.sidebar().length, views.token_cap())
+page.sidebar_only()
 text = st.session_state["text"]
 keys = [entry.key for entry in CATALOG]
 left, right = st.columns(2)

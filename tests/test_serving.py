@@ -115,6 +115,8 @@ def test_public_mode_serves_the_list_only(monkeypatch):
     assert "gpt2 (hub)" in options  # the allowlist
     assert "Local model directory" not in options and "Other Hugging Face hub model" not in options
     assert any("only offers the models listed here" in w.value for w in at.warning)
+    assert at.number_input(key="max_tokens").value == 512  # MiniLM's own limit, under the cap
+    at = run_page(model="smollm2", text="hello", max_tokens=5000)  # a model whose limit is above the cap
     assert at.number_input(key="max_tokens").value == 1024  # the per-session cap, not the URL's 5,000
     assert at.number_input(key="max_tokens").proto.max == 1024
 

@@ -482,7 +482,7 @@ def test_guided_walk_uses_the_models_numbers():
     bars = {
         s["layout"]["title"]["text"]: decode(s["data"][0]["y"])
         for s in plotly_specs(at)
-        if s["data"][0]["type"] == "bar"
+        if s["data"] and s["data"][0]["type"] == "bar"
     }
     np.testing.assert_allclose(
         bars["attention weights α over the input tokens"], cross[:, :, 2].mean((0, 1)), atol=1e-6
@@ -510,7 +510,7 @@ def test_guided_walk_opens_on_a_step_where_scaling_matters():
     bars = {
         s["layout"]["title"]["text"]: decode(s["data"][0]["y"])
         for s in plotly_specs(at)
-        if s["data"][0]["type"] == "bar"
+        if s["data"] and s["data"][0]["type"] == "bar"
     }
     scaled = next(v for k, v in bars.items() if k.startswith("what the model uses"))
     assert np.abs(bars["softmax(q·k): without scaling"] - scaled).sum() > 0.3  # scaling visibly changes the weights

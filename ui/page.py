@@ -141,6 +141,18 @@ def current_trace(generate: bool = False, offer: Offer | None = None) -> Trace:
     return trace
 
 
+def sidebar_only() -> None:
+    """The sidebar on a page that reads its text with other models (Encoder vs decoder): Max tokens still
+    stops at the sidebar model's limit, as on every other page."""
+    slots = sidebar()
+    ss = st.session_state
+    try:
+        limit = token_limit(cached_model(slots.model, ss["device"], ss["dtype"]), token_cap())
+    except Exception:  # noqa: BLE001 -- a model that doesn't load (a typo'd hub id) still leaves the page usable
+        limit = token_cap()
+    length_box(slots.length, limit)
+
+
 def session_limit() -> int:
     """The most tokens this session's pass may read: Max tokens, the server's cap, the model's positions."""
     return token_limit(current_model(), min(int(st.session_state["max_tokens"]), token_cap()))
