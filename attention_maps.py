@@ -8,6 +8,8 @@ TITLE = "Attention maps"
 PALE_SHARE = 0.5  # above this share of attention on special tokens, the rest of a map is near white
 
 with importing_stack(TITLE):  # the first page a fresh server shows: draw something while torch imports
+    from dataclasses import replace
+
     import numpy as np
 
     from ui import page, pickers, render
@@ -25,16 +27,22 @@ trace = page.current_trace()
 stack_name = pickers.stack_picker(trace)
 stack = trace.stacks[stack_name]
 layer, head = pickers.layer_head_picker(stack)
-options = pickers.token_options()
+options = pickers.token_options(contribution=True)
 rows, cols = trace.stack_tokens(stack_name)
 zoom = pickers.zoom_picker(rows, cols)
 forbidden = stack.forbidden(layer)
-head_weights = stack.attention(layer, head, value_weighted=options.value_weighted)
+contributions = page.contribution_maps_of(trace, stack_name, layer) if options.contribution else None
+if contributions is not None:  # what each token adds: per head, and summed over heads (a token's edge weight)
+    head_weights, all_heads = contributions[head], contributions.sum(0)
+    all_title = f"Layer {layer}, summed over {stack.n_heads} heads"
+else:
+    options = replace(options, contribution=False)
+    head_weights = stack.attention(layer, head, value_weighted=options.value_weighted)
+    all_heads = stack.head_mean(layer, value_weighted=options.value_weighted)
+    all_title = f"Layer {layer}, mean over {stack.n_heads} heads"
 views = {
     f"Layer {layer}, head {head}": matrix_view(head_weights, rows, cols, forbidden, options),
-    f"Layer {layer}, mean over {stack.n_heads} heads": matrix_view(
-        stack.head_mean(layer, value_weighted=options.value_weighted), rows, cols, forbidden, options
-    ),
+    all_title: matrix_view(all_heads, rows, cols, forbidden, options),
 }
 shown = render.heatmaps_side_by_side(views, ["head_map", "mean_map"], zoom)
 share = special_share(head_weights / np.maximum(head_weights.sum(-1, keepdims=True), 1e-30), cols)

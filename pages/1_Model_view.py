@@ -1,5 +1,7 @@
 """Every head of every layer at once; click a thumbnail to open that head."""
 
+from dataclasses import replace
+
 import streamlit as st
 
 from ui import page, pickers, render, views
@@ -38,10 +40,17 @@ st.plotly_chart(
 st.download_button("Grid as PNG", mosaic.png, file_name=f"{stack_name}-heads.png", mime="image/png")
 
 layer, head = pickers.layer_head_picker(stack)
-options = pickers.token_options()
+options = pickers.token_options(contribution=True)
 rows, cols = trace.stack_tokens(stack_name)
 zoom = pickers.zoom_picker(rows, cols)
-weights = stack.attention(layer, head, value_weighted=options.value_weighted)
+contributions = page.contribution_maps_of(trace, stack_name, layer) if options.contribution else None
+if contributions is None:
+    options = replace(options, contribution=False)
+weights = (
+    stack.attention(layer, head, value_weighted=options.value_weighted)
+    if contributions is None
+    else contributions[head]
+)
 view = matrix_view(weights, rows, cols, stack.forbidden(layer), options)
 shown = render.heatmap(view, f"Layer {layer}, head {head}", key="model_view_head", zoom=zoom)
 render.downloads({f"{stack_name} layer {layer} head {head}": shown}, trace)

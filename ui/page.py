@@ -14,14 +14,17 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
 from ui import widgets
 from ui.cold_start import page_config
 from ui.messages import literal, say, say_cut, size_text
 from ui.sidebar import Sidebar, from_url, length_box, sidebar, target_box
-from ui.views import cached_model, cached_trace, safely, token_cap, trace_args, trace_cache
+from ui.views import cached_model, cached_trace, derived, safely, token_cap, trace_args, trace_cache
 from viz.architectures import DECODER
+from viz.contributions import contribution_maps
+from viz.errors import AtlasError
 from viz.models import CATALOG_BY_KEY, CAUSAL_LM, LoadedModel, needs_slow_first_load, prepare_first_load
 from viz.share import COPY_LINK_HEIGHT, copy_link_html
 from viz.tokens import unknown_words
@@ -205,6 +208,16 @@ def _describe(trace: Trace) -> None:
         model=trace.model_name,
         model_class=trace.model_class,
     )
+
+
+def contribution_maps_of(trace: Trace, stack_name: str, layer: int) -> np.ndarray | None:
+    """Every head's contributions at one layer (the Contributions page's numbers, cached), or None and a message
+    saying why they can't be had here (a long text, an architecture the adapter table doesn't describe)."""
+    try:
+        return derived(contribution_maps, current_model(), trace, stack_name, layer, what="Every query's contributions")
+    except AtlasError as err:
+        say(st.info, "{message} The maps show attention weights instead.", message=err)
+        return None
 
 
 def current_model() -> LoadedModel:

@@ -92,13 +92,20 @@ _TOKEN_FLAGS = {
         "‖v_j · W_O‖ (its value through the head's slice of the output projection). A token that gets much "
         "attention but carries a near-zero vector (often the first token) fades.",
     ),
+    "contribution": (
+        "Show what each token adds: contribution",
+        "Ferrando & Voita (2024): each cell is the share c(h, j) that what head h moves from token j has in "
+        "token i's residual stream after the layer's attention (see the Contributions page). Rows don't sum to "
+        "1: the residual stream itself takes the rest. Wins over ‖α·f(v)‖ when both are ticked.",
+    ),
 }
 
 
-def token_options(merge: bool = True, value_weighted: bool = True) -> TokenOptions:
-    """The per-view token filters (kept in the URL like the rest of the view); `merge` and
-    `value_weighted` offer those two where the page can compute them."""
-    flags = [f for f in _TOKEN_FLAGS if (merge or f != "merge_words") and (value_weighted or f != "value_weighted")]
+def token_options(merge: bool = True, value_weighted: bool = True, contribution: bool = False) -> TokenOptions:
+    """The per-view token filters (kept in the URL like the rest of the view); `merge`, `value_weighted` and
+    `contribution` offer those where the page can compute them."""
+    offered = {"merge_words": merge, "value_weighted": value_weighted, "contribution": contribution}
+    flags = [f for f in _TOKEN_FLAGS if offered.get(f, True)]
     with st.expander("Token options"):
         chosen = {
             flag: widgets.checkbox(_TOKEN_FLAGS[flag][0], key=flag, place=col, help=_TOKEN_FLAGS[flag][1])

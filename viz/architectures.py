@@ -11,6 +11,18 @@ ENCODER, DECODER, ENCODER_DECODER = "encoder", "decoder", "encoder-decoder"
 
 
 @dataclass(frozen=True)
+class Block:
+    """How one layer passes the residual stream, as module paths from the layer (the numbered module holding the
+    attention; "-1" picks a list's last entry). Contributions (viz.contributions) read the stream from it."""
+
+    norm: str  # "pre": x + f(LN x), the stream itself is added to;  "post": LN(x + f(x)), a LayerNorm after each sum
+    mlp: tuple[str, ...]  # applied in order to the stream the MLP reads, give the MLP's output (pre: its LN first)
+    mlp_down: str  # the MLP's last linear map: its input is the neurons' activations
+    attention_norm: str = ""  # post: the LayerNorm after the self-attention sum
+    cross_norm: str = ""  # post: the LayerNorm after the cross-attention sum
+
+
+@dataclass(frozen=True)
 class Adapter:
     family: str  # ENCODER | DECODER | ENCODER_DECODER
     # Substring(s, "|"-separated) of the module names of cross-attention layers (encoder-decoders).
@@ -27,8 +39,14 @@ class Adapter:
     # from the attention module; "../" goes up one level (BERT keeps it beside its self-attention).
     # Empty: try GENERIC_OUTPUT_NAMES. Value-weighted attention reads each head's slice of it.
     output_projection: str = ""
+    block: Block | None = None  # None: contributions aren't offered (an architecture not in this table)
 
 
+_BERT_BLOCK = Block("post", ("intermediate", "output.dense"), "output.dense", "attention.output.LayerNorm")
+_LLAMA_BLOCK = Block("pre", ("post_attention_layernorm", "mlp"), "mlp.down_proj")
+_T5_BLOCK = Block("pre", ("layer.-1.layer_norm", "layer.-1.DenseReluDense"), "layer.-1.DenseReluDense.wo")
+_BART_BLOCK = Block("post", ("fc1", "activation_fn", "fc2"), "fc2", "self_attn_layer_norm", "encoder_attn_layer_norm")
+_MBART_BLOCK = Block("pre", ("final_layer_norm", "fc1", "activation_fn", "fc2"), "fc2")
 _MLM = ("cls",)
 _T5_POSITIONS = "relative position bias: a learned per-head bias added to the scores (no 1/√d scaling)"
 _SINUSOIDAL = "fixed sinusoidal position embeddings, added to the token embeddings"
@@ -40,6 +58,7 @@ _LLAMA_LIKE = Adapter(
     output_head=_LM,
     positions="rotary (RoPE): applied to q and k inside every layer, so the captured q, k include it",
     output_projection="o_proj",
+    block=_LLAMA_BLOCK,
 )
 _T5_LIKE = Adapter(
     ENCODER_DECODER,
@@ -49,24 +68,34 @@ _T5_LIKE = Adapter(
     tied_output_scale=True,
     positions=_T5_POSITIONS,
     output_projection="o",
+    block=_T5_BLOCK,
 )
 ADAPTERS: dict[str, Adapter] = {
-    "bert": Adapter(ENCODER, output_head=_MLM, output_projection=_BERT_OUTPUT),
-    "roberta": Adapter(ENCODER, output_head=_LM, output_projection=_BERT_OUTPUT),
-    "xlm-roberta": Adapter(ENCODER, output_head=_LM, output_projection=_BERT_OUTPUT),
+    "bert": Adapter(ENCODER, output_head=_MLM, output_projection=_BERT_OUTPUT, block=_BERT_BLOCK),
+    "roberta": Adapter(ENCODER, output_head=_LM, output_projection=_BERT_OUTPUT, block=_BERT_BLOCK),
+    "xlm-roberta": Adapter(ENCODER, output_head=_LM, output_projection=_BERT_OUTPUT, block=_BERT_BLOCK),
     "distilbert": Adapter(
         ENCODER,
         output_head=("vocab_transform", "activation", "vocab_layer_norm", "vocab_projector"),
         output_projection="out_lin",
+        block=Block("post", ("ffn",), "ffn.lin2", "sa_layer_norm"),
     ),
-    "electra": Adapter(ENCODER, output_projection=_BERT_OUTPUT),
-    "gpt2": Adapter(DECODER, final_norm="transformer.ln_f", output_head=_LM, output_projection="c_proj"),
+    "electra": Adapter(ENCODER, output_projection=_BERT_OUTPUT, block=_BERT_BLOCK),
+    "gpt2": Adapter(
+        DECODER,
+        final_norm="transformer.ln_f",
+        output_head=_LM,
+        output_projection="c_proj",
+        block=Block("pre", ("ln_2", "mlp"), "mlp.c_proj"),
+    ),
     "llama": _LLAMA_LIKE,
     "mistral": _LLAMA_LIKE,
     "qwen2": _LLAMA_LIKE,
     "t5": _T5_LIKE,
     "mt5": _T5_LIKE,
-    "bart": Adapter(ENCODER_DECODER, "encoder_attn", None, _LM, "final_logits_bias", output_projection="out_proj"),
+    "bart": Adapter(
+        ENCODER_DECODER, "encoder_attn", None, _LM, "final_logits_bias", output_projection="out_proj", block=_BART_BLOCK
+    ),
     "mbart": Adapter(
         ENCODER_DECODER,
         "encoder_attn",
@@ -74,6 +103,7 @@ ADAPTERS: dict[str, Adapter] = {
         _LM,
         "final_logits_bias",
         output_projection="out_proj",
+        block=_MBART_BLOCK,
     ),
     "marian": Adapter(
         ENCODER_DECODER,
@@ -83,6 +113,7 @@ ADAPTERS: dict[str, Adapter] = {
         "final_logits_bias",
         positions=_SINUSOIDAL,
         output_projection="out_proj",
+        block=_BART_BLOCK,
     ),
     "pegasus": Adapter(
         ENCODER_DECODER,
@@ -92,6 +123,7 @@ ADAPTERS: dict[str, Adapter] = {
         "final_logits_bias",
         positions=_SINUSOIDAL,
         output_projection="out_proj",
+        block=_MBART_BLOCK,
     ),
 }
 

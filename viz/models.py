@@ -161,8 +161,8 @@ class LoadedModel:
     forward_count: int = 0  # how many traced forward passes ran (tests check caching)
     # Attention modules of each stack in layer order, learnt by a probe pass when the model loads.
     attention_modules: dict[str, list[torch.nn.Module]] = field(default_factory=dict)
-    # id(attention module) -> its output projection as [heads * d_head, d_model] (a view of the weight), or None.
-    output_projections: dict[int, torch.Tensor | None] = field(default_factory=dict)
+    # id(attention module) -> its output projection (W_O and b_O), or None.
+    output_projections: dict[int, OutputProjection | None] = field(default_factory=dict)
     position_limit: int | None = None  # the most tokens its positions take (None: no fixed limit)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -529,9 +529,17 @@ def group_by_stack(loaded: LoadedModel, calls: list[AttentionRecord]) -> dict[st
     return {name: records for name, records in by_stack.items() if records}
 
 
-def _output_projection(loaded: LoadedModel, module: torch.nn.Module, width: int) -> torch.Tensor | None:
-    """The attention module's W_O as [width = heads * d_head, d_model], found by the adapter table's path
-    (or the generic names); None when no module there takes `width` inputs."""
+@dataclass(frozen=True)
+class OutputProjection:
+    """An attention module's output projection: the heads' concatenated outputs -> the residual stream."""
+
+    weight: torch.Tensor  # W_O as [heads * d_head, d_model] (a view of the model's own weight)
+    bias: torch.Tensor | None  # b_O [d_model], added once per token
+
+
+def _output_projection(loaded: LoadedModel, module: torch.nn.Module, width: int) -> OutputProjection | None:
+    """The attention module's output projection W_O as [width = heads * d_head, d_model] and its bias, found by
+    the adapter table's path (or the generic names); None when no module there takes `width` inputs."""
     name = loaded.module_names[id(module)]
     for path in (loaded.adapter.output_projection,) if loaded.adapter.output_projection else GENERIC_OUTPUT_NAMES:
         base = name
@@ -547,7 +555,8 @@ def _output_projection(loaded: LoadedModel, module: torch.nn.Module, width: int)
         # nn.Linear keeps [out, in]; GPT-2's Conv1D keeps [in, out].
         matrix = weight if type(projection).__name__ == "Conv1D" else weight.T
         if matrix.shape[0] == width:
-            return matrix.detach()
+            bias = getattr(projection, "bias", None)
+            return OutputProjection(matrix.detach(), None if bias is None else bias.detach())
     return None
 
 

@@ -147,10 +147,13 @@ class TokenOptions:
     renormalize: bool = False  # after hiding columns, rescale each row to sum to 1 again
     merge_words: bool = False  # subword pieces -> words
     value_weighted: bool = False  # ‖α_ij · f(v_j)‖ (Kobayashi et al. 2020) instead of α_ij: the caller computes it
+    contribution: bool = False  # c(h, j) of Ferrando & Voita 2024 (viz.contributions) instead: the caller computes it
 
     @property
     def quantity(self) -> str:
         """What a cell of the map holds (colour bar and hover)."""
+        if self.contribution:
+            return "contribution"
         return VALUE_WEIGHTED if self.value_weighted else "weight"
 
 

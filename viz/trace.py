@@ -37,7 +37,7 @@ import torch
 from viz.architectures import DECODER, ENCODER_DECODER
 from viz.capture import AttentionRecord, MaskRule, ablating, recording
 from viz.errors import AtlasError
-from viz.models import LoadedModel, group_by_stack
+from viz.models import LoadedModel, OutputProjection, group_by_stack
 from viz.readout import Readout, readout_for
 from viz.tokens import TokenSeq, token_seq
 
@@ -66,8 +66,8 @@ class AttentionStack:
     queries_from: str  # token sequence of the rows
     keys_from: str  # token sequence of the columns
     layers: tuple[AttentionRecord, ...]  # one per layer, in order
-    # Each layer's output projection W_O as [heads * d_head, d_model] (the model's own weight), or None.
-    output_weights: tuple[torch.Tensor | None, ...] = ()
+    # Each layer's output projection (W_O as [heads * d_head, d_model] and b_O: the model's own), or None.
+    output_projections: tuple[OutputProjection | None, ...] = ()
     # ‖f(v)‖ per layer, computed on first request (small: [heads, keys]); a cache, not part of the identity.
     _value_norms: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -152,7 +152,13 @@ class AttentionStack:
 
     @property
     def has_value_weights(self) -> bool:
-        return bool(self.output_weights) and all(w is not None for w in self.output_weights)
+        return bool(self.output_projections) and all(p is not None for p in self.output_projections)
+
+    def head_output_weights(self, layer: int) -> torch.Tensor:
+        """W_O^h of every head, [heads, d_head, d_model] float32: head h's rows of the output projection."""
+        if not self.has_value_weights:
+            raise AtlasError("This model's output projection wasn't found: what each head writes can't be read.")
+        return self.output_projections[layer].weight.float().reshape(self.n_heads, self.d_head, -1)
 
     def value_norms(self, layer: int) -> torch.Tensor:
         """[heads, keys] float32: ‖f_h(v_j)‖ = ‖v_j · W_O^h‖, the size of what head h moves from key j into the
@@ -162,7 +168,7 @@ class AttentionStack:
         if layer not in self._value_norms:
             if not self.has_value_weights:
                 raise AtlasError("This model's output projection wasn't found: no value-weighted attention.")
-            w = self.output_weights[layer].float().reshape(self.n_heads, self.d_head, -1)  # [heads, d_head, d_model]
+            w = self.head_output_weights(layer)  # [heads, d_head, d_model]
             gram = w @ w.transpose(-1, -2)  # [heads, d_head, d_head]
             group = self.n_heads // self.kv_heads
             v = self.layers[layer].value.float().repeat_interleave(group, dim=0)  # [heads, keys, d_head]
@@ -554,8 +560,8 @@ def _stacks(loaded: LoadedModel, calls: list[AttentionRecord]) -> dict[str, Atte
         rows, cols = _STACK_TOKENS[name]
         if loaded.family == ENCODER_DECODER and name == "decoder":
             rows = cols = "decoder_input"
-        weights = tuple(loaded.output_projections.get(id(r.module)) for r in records)
-        stacks[name] = AttentionStack(name, rows, cols, tuple(records), weights)
+        projections = tuple(loaded.output_projections.get(id(r.module)) for r in records)
+        stacks[name] = AttentionStack(name, rows, cols, tuple(records), projections)
     return stacks
 
 
