@@ -48,14 +48,20 @@ from viz.residual import LayerStream, cross_reading, layer_stream
 from viz.trace import AttentionStack, Trace
 
 EPS = 1e-5
-KEYS_AT_ONCE = 1 << 22  # heads × keys × d_model floats a position's parts take at once (16 MB)
+KEYS_AT_ONCE = 1 << 22  # parts × d_model floats made at once for one position (16 MB)
+MOVED_BYTES = 1 << 30  # a layer's v·W_O for every head and token may take this much
+
+
+def raw_contributions(whole: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
+    """max(‖whole‖₁ − ‖whole − part‖₁, ε) for each part [..., d], summed as Σ_d (|whole_d| − |whole_d − part_d|): the
+    same number, without subtracting two large sums (residual streams reach norms of thousands, float32 keeps
+    seven digits)."""
+    return (whole.abs() - (whole - parts).abs()).sum(-1).clamp_min(EPS)
 
 
 def contributions(whole: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
-    """The definition: c = max(‖whole‖₁ − ‖whole − part‖₁, ε) / Σ over the parts.  whole [d], parts [n, d].
-    In float64: ‖whole‖₁ − ‖whole − part‖₁ subtracts two large sums (residual streams reach norms of thousands)."""
-    whole, parts = whole.double(), parts.double()
-    raw = (whole.abs().sum() - (whole - parts).abs().sum(-1)).clamp_min(EPS)
+    """The definition: c = max(‖whole‖₁ − ‖whole − part‖₁, ε) / Σ over the parts.  whole [d], parts [n, d]."""
+    raw = raw_contributions(whole.float(), parts.float())
     return raw / raw.sum()
 
 
@@ -75,8 +81,19 @@ class Parts:
     residual: float  # the stream the stage added to ...
     residual_from: Node  # ... and where it was
     heads: np.ndarray | None = None  # attention / cross: [heads, sources]
-    sources: tuple[Node, ...] = ()  # ... the node each source column comes from
+    positions: np.ndarray | None = None  # ... the sources' positions, in ...
+    source_stack: str = ""  # ... this stack's stream ...
+    source_layer: int = -1  # ... after this layer (-1: the embeddings)
     mlp: float | None = None  # mlp: the MLP's output (it read `residual_from`)
+
+    def source(self, column: int) -> Node:
+        """The node a source column's parts come from."""
+        layer = self.source_layer
+        return Node(self.source_stack, layer, int(self.positions[column]), "embedding" if layer < 0 else "mlp")
+
+    @property
+    def sources(self) -> tuple[Node, ...]:
+        return tuple(self.source(j) for j in range(len(self.positions))) if self.positions is not None else ()
 
     def edges(self) -> list[tuple[Node, str, int | None, float]]:
         """(source node, kind, head, contribution) of every part: one row per head for attention."""
@@ -84,36 +101,48 @@ class Parts:
         if stage == "mlp":
             rows = [(self.residual_from, "mlp", None, self.mlp)]
         else:
-            per_head = (zip(self.sources, row, strict=True) for row in self.heads)
-            rows = [(s, stage, h, float(c)) for h, pairs in enumerate(per_head) for s, c in pairs]
+            sources = self.sources
+            rows = [(sources[j], stage, h, float(c)) for (h, j), c in np.ndenumerate(self.heads)]
         return rows + [(self.residual_from, f"{stage} residual", None, self.residual)]
 
 
-def _values_out(stack: AttentionStack, layer: int, keys: slice) -> torch.Tensor:
-    """v_j^h · W_O^h for every head and the keys asked for: [heads, keys, d_model]."""
-    group = stack.n_heads // stack.kv_heads
-    v = stack.layers[layer].value[:, keys].double().cpu().repeat_interleave(group, dim=0)
-    return v @ stack.head_output_weights(layer).double().cpu()
+class Moved:
+    """What every head moves from every key of one layer, v_j^h · W_O^h [heads, keys, d_model], and its L1 norm
+    [heads, keys]: made once a layer, read by every node of it. A part α·v·W_O with α ‖v W_O‖₁ ≤ ε is worth
+    exactly ε (‖whole‖₁ − ‖whole − part‖₁ ≤ ‖part‖₁), so only the others are computed."""
+
+    def __init__(self, stack: AttentionStack, layer: int) -> None:
+        size = stack.n_heads * stack.n_keys * stack.output_projections[layer].weight.shape[-1] * 4
+        if size > MOVED_BYTES:
+            raise AtlasError(
+                f"What every head moves from every token of this layer would take {size / 2**30:.1f} GB (over "
+                f"{MOVED_BYTES / 2**30:.0f} GB): lower 'Max tokens' to follow contributions on this model."
+            )
+        group = stack.n_heads // stack.kv_heads
+        v = stack.layers[layer].value.float().cpu().repeat_interleave(group, dim=0)  # [heads, keys, d_head]
+        self.vectors = v @ stack.head_output_weights(layer).cpu()
+        self.norms = self.vectors.abs().sum(-1)
 
 
-def _attention_parts(stack: AttentionStack, layer: int, position: int, whole: torch.Tensor, residual: torch.Tensor):
+def _attention_parts(stack: AttentionStack, layer: int, position: int, whole, residual, moved: Moved):
     """Raw contributions (before normalising) of every (head, visible source) part and of the residual, and the
-    sources' positions. The parts are made a run of keys at a time (KEYS_AT_ONCE): never [keys × heads × d]."""
+    sources' positions; parts are made KEYS_AT_ONCE floats at a time, never [keys × heads × d] for all."""
     row = slice(position, position + 1)
-    alpha = torch.tensor(stack.attention(layer, rows=row)[:, 0], dtype=torch.float64)  # [heads, keys]
-    whole, residual = whole.double(), residual.double()  # (see `contributions`)
     sources = torch.from_numpy(np.flatnonzero(~stack.forbidden(layer, rows=row)[0]))
-    total = whole.abs().sum()
-    raws = []
-    step = max(1, KEYS_AT_ONCE // (stack.n_heads * whole.numel()))
-    for start in range(0, len(sources), step):
-        keys = sources[start : start + step]
-        run = slice(int(keys[0]), int(keys[-1]) + 1)
-        parts = alpha[:, run, None] * _values_out(stack, layer, run)  # [heads, keys, d]
-        raw = (total - (whole - parts).abs().sum(-1)).clamp_min(EPS)
-        raws.append(raw[:, keys - run.start])
-    residual_raw = (total - (whole - residual).abs().sum()).clamp_min(EPS)
-    return torch.cat(raws, dim=1), residual_raw, sources.tolist()
+    alpha = torch.from_numpy(stack.attention(layer, rows=row)[:, 0])[:, sources]  # [heads, sources]
+    raw = torch.full(alpha.shape, EPS)
+    heads, keys = torch.nonzero(alpha * moved.norms[:, sources] > EPS, as_tuple=True)  # the rest: exactly ε
+    step = max(1, KEYS_AT_ONCE // whole.numel())
+    for start in range(0, len(heads), step):
+        h, k = heads[start : start + step], keys[start : start + step]
+        parts = alpha[h, k, None] * moved.vectors[h, sources[k]]  # [parts, d]
+        raw[h, k] = raw_contributions(whole, parts)
+    return raw, raw_contributions(whole, residual), sources.tolist()
+
+
+def _attention_of(trace: Trace, node: Node) -> str:
+    """The attention stack an attention or cross node's parts come through."""
+    return cross_reading(trace, node.stack) if node.stage == "cross" else node.stack
 
 
 def _output_node(trace: Trace, stack: str, layer: int, position: int) -> Node:
@@ -121,8 +150,11 @@ def _output_node(trace: Trace, stack: str, layer: int, position: int) -> Node:
     return Node(stack, layer, position, "embedding" if layer < 0 else "mlp")
 
 
-def stage_parts(loaded: LoadedModel, trace: Trace, node: Node, stream: LayerStream | None = None) -> Parts:
-    """A node's contributions (the module docstring's parts for its stage); `stream`: its layer, if at hand."""
+def stage_parts(
+    loaded: LoadedModel, trace: Trace, node: Node, stream: LayerStream | None = None, moved: Moved | None = None
+) -> Parts:
+    """A node's contributions (the module docstring's parts for its stage); `stream` and `moved`: its layer's,
+    if at hand (a route search makes them once a layer)."""
     stream = stream or layer_stream(loaded, trace, node.stack, node.layer)
     i, layer = node.position, node.layer
     if node.stage == "mlp":
@@ -132,16 +164,19 @@ def stage_parts(loaded: LoadedModel, trace: Trace, node: Node, stream: LayerStre
     if node.stage == "cross":
         cross = trace.stacks[cross_reading(trace, node.stack)]
         encoder = next(s for s in trace.self_stacks if trace.stacks[s].queries_from == cross.keys_from)
-        raw, res, keys = _attention_parts(cross, layer, i, stream.cross_sum[i], stream.after_attention[i])
+        moved = moved or Moved(cross, layer)
+        raw, res, keys = _attention_parts(cross, layer, i, stream.cross_sum[i], stream.after_attention[i], moved)
         last = trace.stacks[encoder].n_layers - 1
-        sources = tuple(_output_node(trace, encoder, last, j) for j in keys)
+        source = dict(source_stack=encoder, source_layer=last)
         residual_from = Node(node.stack, layer, i, "attention")
     else:
-        raw, res, keys = _attention_parts(trace.stacks[node.stack], layer, i, stream.attention_sum[i], stream.x[i])
-        sources = tuple(_output_node(trace, node.stack, layer - 1, j) for j in keys)
+        stack = trace.stacks[node.stack]
+        moved = moved or Moved(stack, layer)
+        raw, res, keys = _attention_parts(stack, layer, i, stream.attention_sum[i], stream.x[i], moved)
+        source = dict(source_stack=node.stack, source_layer=layer - 1)
         residual_from = _output_node(trace, node.stack, layer - 1, i)
     total = raw.sum() + res
-    return Parts(node, float(res / total), residual_from, (raw / total).numpy(), sources)
+    return Parts(node, float(res / total), residual_from, (raw / total).numpy(), np.asarray(keys), **source)
 
 
 # ---------------------------------------------------------------- threshold and routes
@@ -156,14 +191,22 @@ class Edge:
 
 def kept_edges(parts: Parts, threshold: float, renormalise: bool = True) -> list[Edge]:
     """The paper's rule at one node: an edge (a source token's attention summed over heads, or the residual, or
-    the MLP) is kept when its weight is above `threshold`; `renormalise` scales the kept ones to sum to 1."""
-    rows = parts.edges()
-    weight: dict[tuple[Node, str], float] = {}
-    for source, kind, _, c in rows:
-        weight[source, kind] = weight.get((source, kind), 0.0) + c
-    kept = {key: w for key, w in weight.items() if w > threshold}
-    scale = 1.0 / sum(kept.values()) if renormalise and kept else 1.0
-    return [Edge(s, parts.node, kind, head, c * scale) for s, kind, head, c in rows if (s, kind) in kept]
+    the MLP) is kept when its weight is above `threshold`; `renormalise` scales the kept ones to sum to 1.
+    Attention edges come back one per head of a kept source."""
+    residual = (parts.residual_from, f"{parts.node.stage} residual", None, parts.residual)
+    if parts.heads is None:
+        rows = [(parts.residual_from, "mlp", None, parts.mlp), residual]
+        kept = [row for row in rows if row[3] > threshold]
+        total = sum(row[3] for row in kept)
+    else:
+        per_source = parts.heads.sum(0)
+        columns = np.flatnonzero(per_source > threshold)
+        kept = [(parts.source(j), parts.node.stage, h, float(parts.heads[h, j])) for j in columns
+                for h in range(len(parts.heads))]  # fmt: skip
+        kept += [residual] if parts.residual > threshold else []
+        total = float(per_source[columns].sum()) + (parts.residual if parts.residual > threshold else 0.0)
+    scale = 1.0 / total if renormalise and total > 0 else 1.0
+    return [Edge(source, parts.node, kind, head, c * scale) for source, kind, head, c in kept]
 
 
 @dataclass(frozen=True)
@@ -210,13 +253,15 @@ def routes(
     stacks = [target.stack] + [s for s in trace.self_stacks if s != target.stack]  # a decoder before its encoder
     layers = [(stack, layer) for stack in stacks for layer in range(trace.stacks[stack].n_layers - 1, -1, -1)]
     for finished, (stack, layer) in enumerate(layers, 1):
-        stream = None
+        stream, moved = None, {}
         while here := sorted((n for n in todo if (n.stack, n.layer) == (stack, layer)), key=_top_down):
             node = here[0]
             stream = stream or layer_stream(loaded, trace, stack, layer)
+            if node.stage != "mlp" and node.stage not in moved:
+                moved[node.stage] = Moved(trace.stacks[_attention_of(trace, node)], layer)
             todo.discard(node)
             done.add(node)
-            new = kept_edges(stage_parts(loaded, trace, node, stream), threshold, renormalise)
+            new = kept_edges(stage_parts(loaded, trace, node, stream, moved.get(node.stage)), threshold, renormalise)
             edges += new
             for source in {e.source for e in new} - done:
                 (done if source.stage == "embedding" else todo).add(source)
@@ -260,10 +305,10 @@ def contribution_maps(
         )
     reader = next((s for s in trace.self_stacks if cross_reading(trace, s) == stack_name), stack_name)
     stage = "cross" if reader != stack_name else "attention"
-    stream = layer_stream(loaded, trace, reader, layer)
+    stream, moved = layer_stream(loaded, trace, reader, layer), Moved(stack, layer)
     maps = np.zeros((stack.n_heads, stack.n_queries, stack.n_keys))
     for i in range(stack.n_queries):
-        parts = stage_parts(loaded, trace, Node(reader, layer, i, stage), stream)
+        parts = stage_parts(loaded, trace, Node(reader, layer, i, stage), stream, moved)
         maps[:, i, [s.position for s in parts.sources]] = parts.heads
         if progress and (i + 1) % 16 == 0:
             progress((i + 1) / stack.n_queries)
