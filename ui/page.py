@@ -232,8 +232,9 @@ def variant(**changes) -> Trace:
     return safely("Running the model again…", lambda: cached_trace(**args))
 
 
-def trace_for(text: str, model: str | None = None, **options) -> Trace:
-    """A Trace of another text (or another model; `options` as `cached_trace` takes them: token ids,
-    ablated heads) with the sidebar's settings, cached like the main one."""
+def trace_for(text: str, model: str | None = None, target: str = "", **options) -> Trace:
+    """A Trace of another text (or another model, or with a target to force; `options` as `cached_trace` takes
+    them: token ids, ablated heads) with the sidebar's settings, cached like the main one."""
     ss = st.session_state
-    return cached_trace(model or ss["model"], ss["device"], ss["dtype"], text, "", int(ss["max_tokens"]), **options)
+    key = model or ss["model"]
+    return cached_trace(key, ss["device"], ss["dtype"], text, target, int(ss["max_tokens"]), **options)

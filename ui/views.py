@@ -152,6 +152,15 @@ def _identity(value: object) -> object:
     return value
 
 
+def _view_key(compute: Callable, args: tuple, kwargs: dict) -> tuple:
+    return compute.__module__, compute.__qualname__, _identity(args), _identity(tuple(sorted(kwargs.items())))
+
+
+def already_derived(compute: Callable, *args: object, **kwargs: object) -> object | None:
+    """`derived`'s value if some session has computed it already, else None (nothing is computed)."""
+    return view_cache().lookup(_view_key(compute, args, kwargs))[1]
+
+
 def derived(
     compute: Callable, *args: object, what: str | None = None, queued: bool = False, **kwargs: object
 ) -> object:
@@ -159,9 +168,8 @@ def derived(
 
     `what`: the computation streams (it takes `progress=`): a progress bar says what it does, the first
     time. `queued`: it runs the model, so it waits its turn in the forward-pass queue."""
-    key = (compute.__module__, compute.__qualname__, _identity(args), _identity(tuple(sorted(kwargs.items()))))
     cache = view_cache()
-    found, value = cache.lookup(key)
+    found, value = cache.lookup(_view_key(compute, args, kwargs))
     if found:
         return value
     run = partial(compute, *args, **kwargs)
@@ -176,7 +184,7 @@ def derived(
             with turn(tell=False):
                 return inner()
 
-    value = cache.get(key, run)
+    value = cache.get(_view_key(compute, args, kwargs), run)
     if bar is not None:
         bar.empty()
     return value

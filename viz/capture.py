@@ -20,7 +20,7 @@ records.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -123,9 +123,18 @@ class AttentionRecord:
     context: torch.Tensor  # [heads, Tq, d_head]: the kernel's attention-weighted sum of values
 
 
+@dataclass(frozen=True)
+class Intervention:
+    """A change to one attention module's computation (head ablation, activation patching, reading gradients):
+    `before(q, k, v)` returns the q, k, v the kernel reads ([batch, heads, T, d_head]); `after(context, v)` the
+    heads' outputs it hands on ([batch, T, heads, d_head]), before the output projection."""
+
+    before: Callable | None = None
+    after: Callable | None = None
+
+
 _recording: ContextVar[list[AttentionRecord] | None] = ContextVar("atlas_recording", default=None)
-# Head ablation: id(attention module) -> heads whose output is zeroed before the output projection.
-_ablation: ContextVar[dict[int, tuple[int, ...]] | None] = ContextVar("atlas_ablation", default=None)
+_interventions: ContextVar[dict[int, Intervention] | None] = ContextVar("atlas_interventions", default=None)
 
 
 def _mask_rule(attention_mask: torch.Tensor | None, tq: int, tk: int, is_causal: bool, window: int | None) -> MaskRule:
@@ -161,12 +170,12 @@ def _compact_bias(position_bias: torch.Tensor | None, heads: int, tq: int, tk: i
 
 
 def _atlas_attention(module, query, key, value, attention_mask, **kwargs):
+    change = (_interventions.get() or {}).get(id(module))
+    if change is not None and change.before is not None:
+        query, key, value = change.before(query, key, value)
     out = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    heads_off = (_ablation.get() or {}).get(id(module))
-    if heads_off:
-        context = out[0].clone()  # [batch, T, heads, d_head]
-        context[:, :, list(heads_off), :] = 0.0
-        out = (context, *out[1:])
+    if change is not None and change.after is not None:  # context: [batch, T, heads, d_head]
+        out = (change.after(out[0], value), *out[1:])
     calls = _recording.get()
     if calls is not None:
         heads, tq, tk = query.shape[1], query.shape[2], key.shape[2]
@@ -189,13 +198,27 @@ def _atlas_attention(module, query, key, value, attention_mask, **kwargs):
 
 
 @contextmanager
-def ablating(heads: dict[torch.nn.Module, tuple[int, ...]]) -> Iterator[None]:
-    """Zero these heads' outputs (per attention module) for forward passes in this thread."""
-    token = _ablation.set({id(module): tuple(h) for module, h in heads.items()})
+def intervening(changes: dict[torch.nn.Module, Intervention]) -> Iterator[None]:
+    """Apply these changes (per attention module) to forward passes in this thread."""
+    token = _interventions.set({id(module): change for module, change in changes.items()})
     try:
         yield
     finally:
-        _ablation.reset(token)
+        _interventions.reset(token)
+
+
+def _zeroing(heads: tuple[int, ...]) -> Callable:
+    def after(context: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        context = context.clone()
+        context[:, :, list(heads), :] = 0.0
+        return context
+
+    return after
+
+
+def ablating(heads: dict[torch.nn.Module, tuple[int, ...]]):
+    """Zero these heads' outputs (per attention module) before the output projection, in this thread."""
+    return intervening({module: Intervention(after=_zeroing(tuple(h))) for module, h in heads.items()})
 
 
 @contextmanager

@@ -535,6 +535,7 @@ class OutputProjection:
 
     weight: torch.Tensor  # W_O as [heads * d_head, d_model] (a view of the model's own weight)
     bias: torch.Tensor | None  # b_O [d_model], added once per token
+    module: torch.nn.Module  # the module itself: its output is what attention adds to the stream
 
 
 def _output_projection(loaded: LoadedModel, module: torch.nn.Module, width: int) -> OutputProjection | None:
@@ -556,7 +557,7 @@ def _output_projection(loaded: LoadedModel, module: torch.nn.Module, width: int)
         matrix = weight if type(projection).__name__ == "Conv1D" else weight.T
         if matrix.shape[0] == width:
             bias = getattr(projection, "bias", None)
-            return OutputProjection(matrix.detach(), None if bias is None else bias.detach())
+            return OutputProjection(matrix.detach(), None if bias is None else bias.detach(), projection)
     return None
 
 
