@@ -252,6 +252,8 @@ def test_every_page_renders_for_every_offline_model_and_architecture(page, model
         assert at.info and at.button(key="offer_model")
     elif page.endswith("Head_ablation.py"):  # asks which heads to switch off (tested with heads below)
         assert at.info
+    elif page.endswith("Patching.py") and model not in ("smollm2", "minilm-mlm", "dates"):  # no offline example:
+        assert at.info or at.warning  # says why: no LM head, no difference to measure, or unequal token counts
     else:
         drawn = [frame for frame in at.get("iframe") if frame.proto.srcdoc != copy_link_html()]  # not the link button
         assert at.get("plotly_chart") or drawn or at.dataframe

@@ -104,7 +104,7 @@ def cached_trace(
     policy().check_model(key, CATALOG_BY_KEY)
     loaded = cached_model(key, device, dtype)
     limit = reading_limit(loaded, text, min(max_tokens, token_cap()), continuation, question, chat, token_ids, target)
-    args = (key, device, dtype, text, target, limit, continuation, question, chat, ablate, token_ids)
+    args = (loaded.identity, text, target, limit, continuation, question, chat, ablate, token_ids)
 
     def build() -> Trace:
         with turn(tell):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import itertools
 import json
 import os
 import shutil
@@ -142,6 +143,9 @@ def head_kind_for(config) -> HeadKind:
     return SEQ2SEQ if getattr(config, "is_encoder_decoder", False) else NO_HEAD
 
 
+_LOADS = itertools.count()
+
+
 @dataclass
 class LoadedModel:
     """A model ready for tracing. Shared by all sessions: treat as read-only."""
@@ -164,6 +168,7 @@ class LoadedModel:
     # id(attention module) -> its output projection (W_O and b_O), or None.
     output_projections: dict[int, OutputProjection | None] = field(default_factory=dict)
     position_limit: int | None = None  # the most tokens its positions take (None: no fixed limit)
+    instance: int = field(default_factory=lambda: next(_LOADS))  # which load of this process
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -171,9 +176,11 @@ class LoadedModel:
         return self.adapter.family
 
     @property
-    def identity(self) -> tuple[str, str, str]:
-        """What the model was loaded as: views derived from it are cached under this."""
-        return (self.key, str(self.device), str(self.dtype))
+    def identity(self) -> tuple:
+        """What the model was loaded as, and which load of it: Traces and views derived from it are cached under
+        this. A model loaded again (the cache keeps a few) is another instance: what refers to the earlier
+        one's modules is not reused with it."""
+        return (self.key, str(self.device), str(self.dtype), self.instance)
 
     def count_forward(self) -> None:
         with self._lock:

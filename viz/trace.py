@@ -603,7 +603,7 @@ def build_trace(
     outputs = {k: _numpy(v[0]) for k, v in out.items() if k.endswith("logits") and isinstance(v, torch.Tensor)}
     if readout is not None:
         del outputs["logits"]
-    identity = (loaded.key, str(loaded.device), str(loaded.dtype), text, target_text or None, limit)
+    identity = (*loaded.identity, text, target_text or None, limit)
     identity += (continuation, question or None, chat, tuple(ablate), tuple(token_ids))
     return Trace(
         model_key=loaded.key,
