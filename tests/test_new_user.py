@@ -104,11 +104,11 @@ def test_bertviz_head_view_keeps_the_encoder_decoder_cross_selector():
 
 
 # ------------------------------------------------------------------ 5. long texts
-LONG = "the cat sat on the mat and looked at the dog . " * 90  # ~1,000 tokens
+LONG = "the cat sat on the mat and looked at the dog . " * 60  # ~660 tokens: long enough for every long-text rule
 
 
 def test_the_logit_lens_reads_fewer_positions_with_readable_labels_and_text():
-    at = run_page("pages/6_Hidden_states.py", model="smollm2", text=LONG, max_tokens=1024)
+    at = run_page("pages/6_Hidden_states.py", model="smollm2", text=LONG, max_tokens=700)
     assert problems(at) == []
     lens = next(s for s in plotly_specs(at) if "top-1 prediction" in s["layout"]["title"]["text"])
     assert len(lens["data"][0]["x"]) == 24  # the default, not 64
@@ -121,7 +121,7 @@ def test_the_logit_lens_reads_fewer_positions_with_readable_labels_and_text():
 
 
 def test_pca_names_an_outlier_token_and_can_leave_it_out():
-    at = run_page("pages/6_Hidden_states.py", model="smollm2", text=LONG, max_tokens=1024)
+    at = run_page("pages/6_Hidden_states.py", model="smollm2", text=LONG, max_tokens=700)
     warning = next(w.value for w in at.warning if "far longer than the others" in w.value)
     assert "#0" in warning
 
@@ -134,7 +134,7 @@ def test_pca_names_an_outlier_token_and_can_leave_it_out():
 
 
 def test_zoom_ranges_take_typed_numbers():
-    at = run_page(model="smollm2", text=LONG, max_tokens=1024)
+    at = run_page(model="smollm2", text=LONG, max_tokens=700)
     at.number_input(key="zoom_rows_from").set_value(100).run()
     at.number_input(key="zoom_rows_to").set_value(180).run()
     assert problems(at) == [] and at.slider(key="zoom_rows").value == (100, 180)
