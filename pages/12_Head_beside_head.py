@@ -5,7 +5,7 @@ import streamlit as st
 
 from ui import messages, page, pickers, render, widgets
 from viz.errors import AtlasError
-from viz.models import CATALOG, CATALOG_BY_KEY
+from viz.models import CATALOG_BY_KEY, LAYERED_CATALOG
 from viz.tokens import difference_view, matrix_view, same_cells
 
 SIDEBAR = "sidebar"  # the sidebar's model and Trace
@@ -14,7 +14,7 @@ SIDES = (("a", "Head A", 0), ("b", "Head B", 1))  # key suffix, title, default h
 page.setup("Head beside head")
 trace = page.current_trace()
 text = st.session_state["text"]
-choices = [SIDEBAR, *(entry.key for entry in CATALOG)]
+choices = [SIDEBAR, *(entry.key for entry in LAYERED_CATALOG)]
 
 
 def model_label(choice: str) -> str:

@@ -5,18 +5,18 @@ import streamlit as st
 
 from ui import messages, page, pickers, render
 from viz.alignment import alignment
-from viz.architectures import DECODER, ENCODER_DECODER
+from viz.architectures import DECODER, ENCODER_DECODER, RNN
 from viz.errors import AtlasError
 from viz.tokens import matrix_view
 
 page.setup("Alignment")
 needs_output = page.Offer(
-    (DECODER, ENCODER_DECODER),
+    (DECODER, ENCODER_DECODER, RNN),
     "dates",
     0,
     "Alignment needs a model that writes output; the sidebar's model is an encoder.",
 )
-trace = page.current_trace(generate=True, offer=needs_output)
+trace = page.current_trace(generate=True, offer=needs_output, recurrent=True)
 try:
     align = alignment(trace)
 except AtlasError as err:
@@ -40,7 +40,7 @@ st.caption(
     else "generated → prompt: row i is the step that produced generated token i; columns are the prompt tokens."
 )
 layer, head = pickers.layer_head_picker(align.stack)
-options = pickers.token_options()
+options = pickers.token_options(value_weighted=align.stack.has_value_weights)
 zoom = pickers.zoom_picker(align.outputs, align.inputs)
 no_mask = np.zeros((len(align.outputs), len(align.inputs)), dtype=bool)
 weighted = options.value_weighted
@@ -49,6 +49,8 @@ matrices = {
     f"layer {layer}, mean over heads": align.layer_mean(layer, weighted),
     "mean over all layers and heads": align.overall_mean(weighted),
 }
+if align.stack.n_layers == align.stack.n_heads == 1:  # one attention: the three matrices are one
+    matrices = {"α: the decoder's weights over the encoder states": align.head(0, 0)}
 # Side by side for short inputs; tabs when the matrices need the full width to stay legible.
 wide = max(no_mask.shape) > 16
 places = st.tabs(list(matrices)) if wide else st.columns(len(matrices))

@@ -87,6 +87,11 @@ def show_seq2seq(trace, loaded):
         figures.weight_bars(p, list(target.display), "probability of each output token when produced"),
         key="target_probs",
     )
+    step = widgets.selectbox(
+        "The whole distribution at one step", range(len(target)), key="output_step",
+        format_func=lambda i: f"step {i + 1}: wrote “{target.display[i]}”",
+    )  # fmt: skip
+    show_candidates(P.step_candidates(trace, loaded.tokenizer, int(step)), "step_candidates")
 
 
 def show_classes(trace, loaded):
@@ -224,7 +229,7 @@ RENDER = {
 }
 
 page.setup("Predictions")
-trace = page.current_trace()
+trace = page.current_trace(recurrent=True)
 loaded = page.current_model()
 messages.say(
     st.markdown,

@@ -8,13 +8,13 @@ from ui import messages, page, render, views, widgets
 from viz import figures
 from viz.errors import AtlasError
 from viz.heads import stack_stats
-from viz.models import CATALOG, CATALOG_BY_KEY
+from viz.models import CATALOG_BY_KEY, LAYERED_CATALOG
 from viz.tokens import TokenOptions, matrix_view
 
 page.setup("Encoder vs decoder")
 page.sidebar_only()
 text = st.session_state["text"]
-keys = [entry.key for entry in CATALOG]
+keys = [entry.key for entry in LAYERED_CATALOG]
 left, right = st.columns(2)
 models = [
     widgets.selectbox(title, keys, key=key, default=default, place=place, format_func=lambda k: CATALOG_BY_KEY[k].label)
@@ -69,7 +69,7 @@ if curves:
     cols = st.columns(3)
     for column, (name, group) in zip(cols, frame.groupby("statistic", sort=False), strict=False):
         series = {model: (g["depth"], g["value"]) for model, g in group.groupby("model", sort=False)}
-        fig = figures.depth_lines(series, name, SIDE_COLORS)
+        fig = figures.model_lines(series, name, SIDE_COLORS)
         column.plotly_chart(fig, key=f"curve_{name}")
     st.caption(
         "Entropy is normalised by the number of keys each token may see, so a causal decoder's early "

@@ -1,15 +1,20 @@
-"""A guided walk from the RNN bottleneck to scaled dot-product attention, on a real model's numbers.
+"""A guided walk from the RNN bottleneck to scaled dot-product attention, on real models' numbers.
 
-Works on any encoder-decoder; offers the offline dates model, whose attention is easy to read.
+Steps 1–2 run the project's recurrent encoder-decoders (without and with Bahdanau attention) on the text and set
+their α beside a transformer's cross-attention; the rest follows an encoder-decoder transformer. Offers the
+offline word-order models.
 """
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from ui import messages, page, widgets
-from ui.page import current_model
 from viz import diagrams, figures
-from viz.architectures import ENCODER_DECODER
+from viz.alignment import alignment
+from viz.architectures import ENCODER_DECODER, RNN
+from viz.bottleneck import bottleneck, by_length_figure
+from viz.models import CATALOG_BY_KEY, task_models
 from viz.neuron import neuron_view
 from viz.predictions import softmax
 
@@ -21,73 +26,130 @@ st.markdown(
     "will ever know about it must fit through that one vector:"
 )
 st.plotly_chart(diagrams.bottleneck_diagram(), key="walk_bottleneck", config={"displayModeBar": False})
-st.markdown(
-    "Attention removes the bottleneck: at every output step the decoder looks back at **all** the encoder's "
-    "states. The rest of this walk follows a real encoder-decoder doing exactly that, with its own numbers."
-)
 trace = page.current_trace(
+    recurrent=True,
     offer=page.Offer(
-        (ENCODER_DECODER,), "dates", 1, "The walk follows an encoder-decoder: it reads the cross-attention."
-    )
+        (ENCODER_DECODER, RNN), "word-order", 1, "The walk follows encoder-decoders: RNNs, then a transformer."
+    ),
 )
-if trace.cross_stack is None:  # an encoder-decoder whose cross-attention modules weren't recognised
-    st.warning("The walk reads cross-attention, and none was found in this model.")
-    st.stop()
-source, target = trace.tokens["source"], trace.tokens["target"]
-cross, encoder = trace.stacks[trace.cross_stack], trace.stacks[trace.self_stacks[0]]
-last = cross.n_layers - 1
+LONG_INPUTS = "word-order"  # the task whose inputs (up to 13 tokens) outgrow one vector; dates have 3 to 6
+entry = CATALOG_BY_KEY.get(trace.model_key)
+task = entry.task if entry else ""
+walk_task = task or LONG_INPUTS  # the RNNs' task: the sidebar model's, else word order
+models = task_models(walk_task)
+text = trace.text if task else CATALOG_BY_KEY[models.transformer].examples[1]
+if not task:
+    messages.say(st.info, "The walk's RNNs read one small language: steps 1–2 follow them on “{text}”; from step 3 "
+                 "on, {model}.", text=text, model=trace.model_name)  # fmt: skip
+name = lambda key: CATALOG_BY_KEY[key].label.split(" · ")[0]  # noqa: E731
 
 
-def scaling_effect(step: int) -> float:
+def scaling_effect(walked, step: int) -> float:
     """How far scaling moves this step's weights (L1): open where step 4 has something to show."""
-    v = neuron_view(cross, last, 0, step)
+    v = neuron_view(walked.stacks[walked.cross_stack], walked.stacks[walked.cross_stack].n_layers - 1, 0, step)
     return float(np.abs(softmax(np.where(v.masked, -np.inf, v.dots)) - v.weights).sum())
 
 
-def step_name(i: int) -> str:
+def step_name(target, i: int) -> str:
     """An output step as a reader says it: its token, its place, what came before."""
     before = f", after “{target.display[i - 1]}”" if i else ", the first"
     return f"“{target.display[i]}” (output token {i + 1} of {len(target)}{before})"
 
 
-default_step = int(np.argmax([scaling_effect(i) for i in range(len(target))]))
-step = int(
-    widgets.select_slider(
-        "Follow the decoder while it writes…", range(len(target)), key="walk_step", default=default_step,
-        format_func=lambda i: f"{i + 1}: “{target.display[i]}”",
+def step_slider(walked, key: str) -> int:
+    target = walked.tokens["target"]
+    default = int(np.argmax([scaling_effect(walked, i) for i in range(len(target))]))
+    label = lambda i: f"{i + 1}: “{target.display[i]}”"  # noqa: E731
+    chosen = widgets.select_slider(
+        "Follow the decoder while it writes…", range(len(target)), key=key, default=default, format_func=label
     )
-)  # fmt: skip
-output = current_model().tokenizer.decode(target.ids.tolist(), skip_special_tokens=True)
-messages.say(st.markdown, "**Output:** {output}  \nFollowed below: the step that wrote {step}.", output=output,
-             step=step_name(step))  # fmt: skip
+    return int(chosen)
+
+
+# Beside the RNNs, a transformer reading their text with their tokens: the sidebar's, or the task's own.
+paired = trace if task and page.current_model().adapter.layered else page.trace_for(text, model=models.transformer)
+plain = page.trace_for(text, model=models.without_attention)
+attending = page.trace_for(text, model=models.with_attention)
+source = plain.tokens["source"]
 st.markdown(
-    "Below: this model's encoder output for every input token — an RNN decoder would only get a single summary "
-    "of them (its last state)."
+    f"Here is a real one, a GRU encoder-decoder trained on this task. Reading {messages.literal(text)} "
+    f"({len(source)} tokens), its decoder gets this one vector h_n of {plain.hidden_states['encoder'].shape[-1]} "
+    "numbers, and nothing else:"
 )
-states = trace.hidden_states[encoder.name][-1]
+last_state = plain.hidden_states["encoder"][0][-1:]
 st.plotly_chart(
-    figures.vectors_heatmap(states, list(source.display), "encoder output, one row per input token"), key="walk_states"
+    figures.vectors_heatmap(last_state, ["h_n"], "the encoder's last state: all the decoder gets", height=150),
+    key="walk_last_state",
 )
+st.dataframe(
+    pd.DataFrame(
+        {
+            "model": [name(t.model_key) for t in (plain, attending, paired)],
+            "writes": [page.output_text(t) for t in (plain, attending, paired)],
+        }
+    ),  # fmt: skip
+    hide_index=True,
+)
+st.markdown(
+    "On short inputs one vector can be enough. As inputs grow, it is not — held-out exact match by input length, "
+    "the two RNNs and the task's transformer on the same examples:"
+)
+for shown in dict.fromkeys((walk_task, LONG_INPUTS)):
+    measured = bottleneck(shown)
+    st.plotly_chart(by_length_figure(measured, {k: name(k) for k in measured.by_length}), key=f"walk_length_{shown}")
+long_inputs = bottleneck(LONG_INPUTS)
+st.markdown(f"Held-out inputs of {long_inputs.title} the model without attention gets wrong, longest first:")
+st.dataframe(pd.DataFrame(long_inputs.only_attention_right), hide_index=True)
 
 st.header("2 · Look back instead (Bahdanau et al. 2015)")
-this_step = slice(step, step + 1)
-row = np.mean([cross.head_mean(layer, rows=this_step)[0] for layer in range(cross.n_layers)], axis=0)
 st.markdown(
-    f"Attention lets each output step look back at **all** encoder states and take a weighted mix. While "
-    f"writing {messages.literal(step_name(step))}, this model's weights (all layers and heads averaged) "
-    f"put most weight on **{messages.literal(source.display[int(row.argmax())])}**."
+    "Attention removes the bottleneck: at every output step the decoder looks back at **all** the encoder's "
+    "states h_i, scores each against its own state s_t−1 — e_t,i = vᵀ tanh(W s_t−1 + U h_i) — and reads their "
+    "mix weighted by α_t = softmax(e_t). The same GRU with attention, made to write the transformer's output "
+    f"({messages.literal(page.output_text(paired))}) so the rows match:"
 )
+rnn_alpha = alignment(page.trace_for(text, model=models.with_attention, target=page.output_text(paired))).head(0, 0)
+transformer_alpha = alignment(paired).overall_mean()
+outputs = paired.tokens["target"]
+pair_step = step_slider(paired, "walk_step")
+messages.say(st.markdown, "While writing {step}, the RNN's α over the input:", step=step_name(outputs, pair_step))
 st.plotly_chart(
-    figures.weight_bars(row, list(source.display), "attention weights α over the input tokens"), key="walk_alpha"
+    figures.weight_bars(rnn_alpha[pair_step], list(source.display), f"α_t,i ({name(models.with_attention)})"),
+    key="walk_rnn_alpha",
 )
+top = float(max(rnn_alpha.max(), transformer_alpha.max()))
+st.markdown(
+    f"The whole matrices side by side, on one colour scale (black 0, white {top:.2f}): the RNN's α, and the "
+    "transformer's cross-attention averaged over its layers and heads. Row t: the step that wrote output token t."
+)
+for place, (title, weights) in zip(st.columns(2), {name(models.with_attention): rnn_alpha,
+                                                   name(paired.model_key) + ", cross-attention": transformer_alpha
+                                                   }.items(), strict=True):  # fmt: skip
+    place.plotly_chart(figures.attention_heatmap(weights, outputs.display, source.display, title=title, zmax=top,
+                                                 colorscale="gray"), key=f"walk_pair_{title}")  # fmt: skip
 
 st.header("3 · Scores from queries and keys")
-layer = last
+walked = trace if page.current_model().adapter.layered else paired  # a transformer's queries and keys from here on
+if walked.cross_stack is None:  # an encoder-decoder whose cross-attention modules weren't recognised
+    st.warning("The walk reads cross-attention, and none was found in this model.")
+    st.stop()
+source, target = walked.tokens["source"], walked.tokens["target"]
+cross, encoder = walked.stacks[walked.cross_stack], walked.stacks[walked.self_stacks[0]]
+layer = cross.n_layers - 1
+if walked is paired:
+    step = pair_step
+else:
+    messages.say(st.markdown, "From here on, {model} on the sidebar's text.", model=walked.model_name)
+    step = step_slider(walked, "walk_step_sidebar")
+this_step = slice(step, step + 1)
 v = neuron_view(cross, layer, 0, step)
-st.markdown(
-    "Each weight comes from a score: the decoder's **query** vector q against each input token's **key** k — "
-    f"a dot product q·k (Luong et al. 2015). Layer {layer}, head 0 of this model, with its real vectors:"
-)
+messages.say(
+    st.markdown,
+    "**Output:** {output}  \nWhile writing {step}, this model's weights (layer {layer}, head 0) come from scores: "
+    "the decoder's **query** vector q against each input token's **key** k — a dot product q·k (Luong et al. "
+    "2015), with its real vectors:",
+    output=page.output_text(walked), step=step_name(target, step), layer=layer,
+)  # fmt: skip
 st.plotly_chart(figures.weight_bars(v.dots, list(source.display), "q · k for each input token", ".2f"), key="walk_dots")
 
 st.header("4 · Scale, then softmax (Vaswani et al. 2017)")

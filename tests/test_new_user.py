@@ -92,7 +92,7 @@ def test_the_walk_shows_the_whole_output_and_names_the_step_readably():
     assert problems(at) == []
     shown = " ".join(m.value for m in at.markdown).replace("\\", "")
     assert "**Output:** 1999-03-03" in shown
-    assert "the step that wrote “-” (output token 4 of 6, after “03”)" in shown
+    assert "While writing “-” (output token 4 of 6, after “03”)" in shown
 
 
 # ------------------------------------------------------------------ 4. bertviz's stack selector

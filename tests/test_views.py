@@ -268,8 +268,10 @@ def test_neuron_page_numbers_are_the_models(minilm):
     np.testing.assert_allclose(decode(bars["data"][0]["y"]), reference[0, 8, 2], atol=1e-6)
 
 
-@pytest.mark.parametrize("page, example", [("pages/4_Alignment.py", 0), ("pages/90_Guided_walk.py", 1)])
-def test_pages_that_need_an_encoder_decoder_offer_one_and_never_take_the_sidebar(page, example):
+@pytest.mark.parametrize(
+    "page, offered, example", [("pages/4_Alignment.py", "dates", 0), ("pages/90_Guided_walk.py", "word-order", 1)]
+)
+def test_pages_that_need_an_encoder_decoder_offer_one_and_never_take_the_sidebar(page, offered, example):
     """Reproduction (issue 9): type a sentence, visit the page, go back: model and text must be yours."""
     from viz.models import CATALOG_BY_KEY
 
@@ -286,8 +288,8 @@ def test_pages_that_need_an_encoder_decoder_offer_one_and_never_take_the_sidebar
     at.switch_page(page).run()
     at.button(key="offer_model").click().run()  # the switch happens when asked for, and only then
     assert problems(at) == []
-    assert at.selectbox(key="model_choice").value == "dates"
-    assert at.text_area(key="text").value == CATALOG_BY_KEY["dates"].examples[example]
+    assert at.selectbox(key="model_choice").value == offered
+    assert at.text_area(key="text").value == CATALOG_BY_KEY[offered].examples[example]
     assert at.get("plotly_chart")
 
 
@@ -481,18 +483,19 @@ def test_guided_walk_uses_the_models_numbers():
     loaded = load_model("dates")
     trace = build_trace(loaded, at.text_area(key="text").value)
     cross = eager_attentions(loaded, trace)["cross"]  # [layers, heads, outputs, inputs]
-    bars = {
-        s["layout"]["title"]["text"]: decode(s["data"][0]["y"])
-        for s in plotly_specs(at)
-        if s["data"] and s["data"][0]["type"] == "bar"
-    }
-    np.testing.assert_allclose(
-        bars["attention weights α over the input tokens"], cross[:, :, 2].mean((0, 1)), atol=1e-6
-    )
+    written = loaded.tokenizer.decode(trace.tokens["target"].ids, skip_special_tokens=True)
+    rnn = build_trace(load_model("rnn-dates-attention"), trace.text, target_text=written)  # made to write the same
+    rnn_alpha = rnn.stacks["cross"].attention(0, 0)
+    specs = [s for s in plotly_specs(at) if s["data"]]  # (the diagram has shapes, no traces)
+    bars = {s["layout"]["title"]["text"]: decode(s["data"][0]["y"]) for s in specs if s["data"][0]["type"] == "bar"}
+    maps = {s["layout"]["title"]["text"]: decode(s["data"][0]["z"]) for s in specs if s["data"][0]["type"] == "heatmap"}
+    np.testing.assert_allclose(next(v for k, v in bars.items() if k.startswith("α_t,i")), rnn_alpha[2], atol=1e-6)
+    np.testing.assert_allclose(next(v for k, v in maps.items() if "cross-attention" in k), cross.mean((0, 1)), 1e-5)
     used = next(v for k, v in bars.items() if k.startswith("what the model uses"))
     np.testing.assert_allclose(used, cross[-1, 0, 2], atol=1e-5)
     source = list(trace.tokens["source"].display)
     assert source[int(cross[:, :, 2].mean((0, 1)).argmax())] == "march"  # month written from "march"
+    assert source[int(rnn_alpha[2].argmax())] == "march"  # by both mechanisms
 
 
 # ------------------------------------------------------------------ defaults that serve the lesson (issue 9)

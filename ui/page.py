@@ -89,6 +89,31 @@ def _offer_model(offer: Offer) -> None:
     st.stop()
 
 
+@cache
+def recurrent_pages() -> tuple[tuple[str, str, str], ...]:
+    """The pages that read a recurrent model (those calling `current_trace(recurrent=True)`)."""
+
+    def reads_rnns(path: str) -> bool:
+        calls = ast.walk(ast.parse((ROOT / path).read_text(encoding="utf-8")))
+        return any(k.arg == "recurrent" and getattr(k.value, "value", False) is True
+                   for node in calls if isinstance(node, ast.Call) for k in node.keywords)  # fmt: skip
+
+    return tuple(p for p in pages() if reads_rnns(p[0]))
+
+
+def _needs_layers(loaded: LoadedModel) -> None:
+    """A page about layers × heads on a recurrent model: say why it doesn't apply, link the pages that do."""
+    say(
+        st.info,
+        "{model} is a recurrent encoder-decoder: it has one attention (α, Bahdanau et al. 2015), or none, and no "
+        "layers or heads of self-attention, so this page does not apply. These pages read it:",
+        model=loaded.name,
+    )
+    for path, label, tooltip in recurrent_pages():
+        st.page_link(path, label=label, help=tooltip or None)
+    st.stop()
+
+
 def continuation_slider() -> int:
     """How many tokens a decoder-only model writes after the text before the pass reads both."""
     return widgets.slider("Tokens to generate after the prompt", 1, 64, key="continuation", default=16)
@@ -113,12 +138,14 @@ def _model_options(loaded: LoadedModel, slots: Sidebar, generate: bool) -> dict:
     return dict(continuation=continuation, question=question, chat=chat)
 
 
-def current_trace(generate: bool = False, offer: Offer | None = None) -> Trace:
+def current_trace(generate: bool = False, offer: Offer | None = None, recurrent: bool = False) -> Trace:
     """The sidebar's Trace, or a message and a stopped page.
 
     `generate`: a decoder-only model first writes a continuation (its length asked for here, once the
     loaded model -- not the catalog -- says it is a decoder: hub ids and directories are decoders too).
     `offer`: for a model of another family, the page offers its model instead, before any forward pass.
+    `recurrent`: the page reads a recurrent model's Trace too (its one attention, its states, its logits); other
+    pages say why they don't apply to one.
     """
     slots = sidebar()
     key = slots.model
@@ -133,6 +160,8 @@ def current_trace(generate: bool = False, offer: Offer | None = None) -> Trace:
             prepare_first_load(key, lambda done, what: bar.progress(done, text=what))  # a disk cache, not st's
             bar.empty()
         loaded = cached_model(key, ss["device"], ss["dtype"])
+        if not (recurrent or loaded.adapter.layered):
+            _needs_layers(loaded)
         if offer is not None and loaded.family not in offer.families:
             _offer_model(offer)
         ss["current_trace_args"] = trace_args(ss, **_model_options(loaded, slots, generate))
@@ -224,6 +253,13 @@ def current_model() -> LoadedModel:
     """The sidebar's model (already loaded by `current_trace`)."""
     ss = st.session_state
     return cached_model(ss["model"], ss["device"], ss["dtype"])
+
+
+def output_text(trace: Trace) -> str:
+    """What a Trace's decoder wrote (or was given), as its own model's tokenizer decodes it."""
+    ss = st.session_state
+    tokenizer = cached_model(trace.model_key, ss["device"], ss["dtype"]).tokenizer
+    return tokenizer.decode(trace.output_tokens.ids.tolist(), skip_special_tokens=True)
 
 
 def variant(**changes) -> Trace:

@@ -34,6 +34,8 @@ def token_picker(label: str, tokens: TokenSeq, key: str, default: int = 0) -> in
 
 
 def layer_head_picker(stack: AttentionStack) -> tuple[int, int]:
+    if stack.n_layers == stack.n_heads == 1:  # one attention (a recurrent model's α): nothing to pick
+        return 0, 0
     left, right = st.columns(2)
     layer = widgets.slider("Layer", 0, stack.n_layers - 1, key="layer", place=left)
     help_text = None

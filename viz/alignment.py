@@ -41,6 +41,11 @@ def alignment(trace: Trace) -> Alignment:
     if "cross" in trace.stacks:
         cross = trace.stacks["cross"]
         return Alignment(cross, ALL, ALL, trace.tokens["target"], trace.tokens["source"], "cross-attention")
+    if "target" in trace.tokens:
+        raise AtlasError(
+            "This model's decoder has no attention: it reads the input only through the encoder's last state "
+            "(the bottleneck), so there is no alignment to draw. Its twin with attention has one."
+        )
     if "decoder" not in trace.stacks:
         raise AtlasError("An encoder-only model produces no output tokens: there is nothing to align.")
     prompt, total = trace.prompt_length, len(trace.tokens["source"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ENCODER, DECODER, ENCODER_DECODER = "encoder", "decoder", "encoder-decoder"
+RNN = "RNN encoder-decoder"  # viz.recurrent: one attention (or none), no layers × heads
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Adapter:
     # Empty: try GENERIC_OUTPUT_NAMES. Value-weighted attention reads each head's slice of it.
     output_projection: str = ""
     block: Block | None = None  # None: contributions aren't offered (an architecture not in this table)
+    layered: bool = True  # False: a recurrent model (viz.recurrent): one attention α or none, no layers × heads
 
 
 _BERT_BLOCK = Block("post", ("intermediate", "output.dense"), "output.dense", "attention.output.LayerNorm")
@@ -127,6 +129,9 @@ ADAPTERS: dict[str, Adapter] = {
     ),
 }
 
+RECURRENT = Adapter(
+    RNN, positions="none: a recurrent encoder reads the tokens in order, one step at a time", layered=False
+)
 GENERIC_CROSS_NAMES = ("encoder_attn", "EncDecAttention", "crossattention")
 GENERIC_OUTPUT_NAMES = ("o_proj", "out_proj", "c_proj", "o", "out_lin", "dense", _BERT_OUTPUT)
 

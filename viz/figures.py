@@ -307,8 +307,14 @@ def surprisal_bars(bits: np.ndarray, probability: np.ndarray, rank: np.ndarray, 
     return fig
 
 
-def depth_lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str, colors: Sequence[str]):
-    """One line per model over relative depth (0 = first layer, 1 = last); the legend under the axis title."""
+def model_lines(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    title: str,
+    colors: Sequence[str],
+    x_title: str = "relative depth",
+    y_title: str = "",
+):
+    """One line per model, e.g. over relative depth (0 = first layer, 1 = last); the legend under the axis title."""
     fig = go.Figure(
         [
             go.Scatter(x=list(x), y=list(y), mode="lines+markers", name=name, line=dict(color=color))
@@ -319,7 +325,8 @@ def depth_lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], titl
         title=title_band(title),
         height=360,
         margin=dict(l=10, r=10, t=TOP_MARGIN, b=10),
-        xaxis_title="relative depth",
+        xaxis_title=x_title,
+        yaxis_title=y_title,
         legend=dict(orientation="h", yanchor="top", y=-0.3, xanchor="left", x=0),
     )
     return fig

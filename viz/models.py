@@ -30,7 +30,8 @@ import transformers
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoTokenizer
 
-from viz.architectures import ENCODER_DECODER, GENERIC_OUTPUT_NAMES, Adapter, adapter_for, stack_of
+from viz import recurrent
+from viz.architectures import ENCODER_DECODER, GENERIC_OUTPUT_NAMES, RECURRENT, RNN, Adapter, adapter_for, stack_of
 from viz.capture import ATTN_IMPLEMENTATION, AttentionRecord, recording
 from viz.errors import AtlasError
 
@@ -49,6 +50,7 @@ class CatalogEntry:
     family: str
     examples: tuple[str, ...] = ()
     reads_any_english: bool = True  # False: a small vocabulary, so only its own examples are offered
+    task: str = ""  # the project's trained models: which task (training/), shared by its RNNs and transformer
 
 
 COURSE_EXAMPLES = (
@@ -59,6 +61,13 @@ COURSE_EXAMPLES = (
     "I've been waiting for a HuggingFace course my whole life.",
 )
 
+DATES_EXAMPLES = ("Sunday, 22 November 2026", "the 3rd of march 1999", "22/11/26", "nov 22, 2026")
+WORD_ORDER_EXAMPLES = (
+    "the red car is fast",
+    "the small black cat sees the big white dog",
+    "the black cat",
+    "a big house",
+)
 CATALOG: tuple[CatalogEntry, ...] = (
     CatalogEntry("minilm", "MiniLM-L6 · encoder · offline", "encoder"),
     CatalogEntry(
@@ -83,15 +92,25 @@ CATALOG: tuple[CatalogEntry, ...] = (
         "dates",
         "Dates → ISO (Marian) · encoder-decoder · offline",
         ENCODER_DECODER,
-        ("Sunday, 22 November 2026", "the 3rd of march 1999", "22/11/26", "nov 22, 2026"),
+        DATES_EXAMPLES,
         reads_any_english=False,
+        task="dates",
     ),
     CatalogEntry(
         "word-order",
         "English → French word order (Marian) · encoder-decoder · offline",
         ENCODER_DECODER,
-        ("the red car is fast", "the small black cat sees the big white dog", "the black cat", "a big house"),
+        WORD_ORDER_EXAMPLES,
         reads_any_english=False,
+        task="word-order",
+    ),
+    *(
+        CatalogEntry(f"rnn-{task}{suffix}", f"{title}, GRU {kind} · RNN · offline", RNN, examples, False, task)
+        for task, title, examples in (
+            ("dates", "Dates → ISO", DATES_EXAMPLES),
+            ("word-order", "English → French word order", WORD_ORDER_EXAMPLES),
+        )
+        for suffix, kind in (("", "without attention"), ("-attention", "+ Bahdanau attention"))
     ),
     *(
         CatalogEntry(f"hub:{name}", f"{name} · {family} · needs network", family, examples)
@@ -111,6 +130,24 @@ CATALOG: tuple[CatalogEntry, ...] = (
     ),
 )
 CATALOG_BY_KEY = {entry.key: entry for entry in CATALOG}
+# Models with layers × heads of attention: the pages that compare heads or layers offer only these.
+LAYERED_CATALOG = tuple(entry for entry in CATALOG if entry.family != RNN)
+
+
+@dataclass(frozen=True)
+class TaskModels:
+    """The project's trained models of one task (training/): the two RNNs and the transformer."""
+
+    without_attention: str
+    with_attention: str
+    transformer: str
+
+
+def task_models(task: str) -> TaskModels:
+    """A task's models by role (its RNNs are listed without attention first)."""
+    entries = [e for e in CATALOG if e.task == task]
+    rnns = [e.key for e in entries if e.family == RNN]
+    return TaskModels(*rnns, next(e.key for e in entries if e.family != RNN))
 
 
 @dataclass(frozen=True)
@@ -473,8 +510,24 @@ def _from_pretrained(loader, source: str, **kwargs):
         raise AtlasError(f"Could not load '{source}' from the Hugging Face hub: {err}") from err
 
 
+RECURRENT_KEYS = tuple(e.key for e in CATALOG if e.family == RNN)  # models/<key>: viz.recurrent, training/rnn.py
+
+
+def _load_recurrent(key: str) -> LoadedModel:
+    """The project's recurrent encoder-decoders (on the CPU: they are tiny)."""
+    start = time.perf_counter()
+    folder = REPO_MODELS / key
+    model = recurrent.load(folder)
+    tokenizer = recurrent.load_tokenizer(folder)
+    kind = "GRU + Bahdanau attention" if model.attends else "GRU, no attention"
+    return LoadedModel(key, f"{key} ({kind})", model, tokenizer, SEQ2SEQ, RECURRENT, torch.device("cpu"),
+                       torch.float32, time.perf_counter() - start, position_limit=64)  # fmt: skip
+
+
 def load_model(key: str, device: str = "auto", dtype: str = "float32") -> LoadedModel:
     """Load tokenizer and model for `key`, keeping the checkpoint's own head (see `prepare_first_load`)."""
+    if key in RECURRENT_KEYS:
+        return _load_recurrent(key)
     start = time.perf_counter()
     source, name = _resolve(key)
     config = _from_pretrained(AutoConfig.from_pretrained, source, trust_remote_code=False)

@@ -67,6 +67,11 @@ def next_token(trace: Trace, tokenizer, k: int = 10) -> list[Candidate]:
     return top_candidates(trace.logits(slice(-1, None))[0], tokenizer, k)
 
 
+def step_candidates(trace: Trace, tokenizer, step: int, k: int = 10) -> list[Candidate]:
+    """A decoder's output distribution at one step (the step that wrote target token `step`)."""
+    return top_candidates(trace.logits(slice(step, step + 1))[0], tokenizer, k)
+
+
 @dataclass(frozen=True)
 class Surprisal:
     positions: np.ndarray  # [T-1]: index of the predicted token

@@ -39,6 +39,7 @@ from viz.capture import AttentionRecord, MaskRule, ablating, recording
 from viz.errors import AtlasError
 from viz.models import LoadedModel, OutputProjection, group_by_stack
 from viz.readout import Readout, readout_for
+from viz.recurrent import StoredAttention, read
 from viz.tokens import TokenSeq, token_seq
 
 DEFAULT_MAX_TOKENS = 256
@@ -565,6 +566,38 @@ def _stacks(loaded: LoadedModel, calls: list[AttentionRecord]) -> dict[str, Atte
     return stacks
 
 
+def _recurrent_trace(loaded: LoadedModel, text: str, target_text: str | None, limit: int) -> Trace:
+    """A recurrent encoder-decoder's one pass (viz.recurrent) as a Trace: its α as a one-layer, one-head
+    cross-attention (none without attention), the encoder's and the decoder's states, each step's logits."""
+    tokenizer = loaded.tokenizer
+    t0 = time.perf_counter()
+    full = tokenizer(text)["input_ids"]
+    inputs = full[:limit]
+    forced = tokenizer(text_target=target_text)["input_ids"][:limit] if target_text and target_text.strip() else None
+    reading = read(loaded.model, inputs, tokenizer.pad_token_id, tokenizer.eos_token_id, forced)
+    loaded.count_forward()
+    timings = {"forward": (time.perf_counter() - t0) * 1000}
+    tokens = {
+        "source": token_seq(tokenizer, inputs),
+        "decoder_input": token_seq(tokenizer, [tokenizer.pad_token_id, *reading.outputs[:-1]]),
+        "target": token_seq(tokenizer, reading.outputs),
+    }
+    stacks = {} if reading.alpha is None else {"cross": StoredAttention("cross", "target", "source", reading.alpha)}
+    frozen = lambda a: np.require(a, np.float32, requirements="C")[None]  # noqa: E731 -- [1 layer, T, hidden]
+    hidden = {"encoder": frozen(reading.encoder_states), "decoder": frozen(reading.decoder_states[1:])}
+    for array in hidden.values():
+        array.flags.writeable = False
+    identity = (*loaded.identity, text, target_text or None, limit)
+    return Trace(
+        model_key=loaded.key, model_name=loaded.name, model_class=type(loaded.model).__name__, family=loaded.family,
+        head=loaded.head.name, text=text, target_text=target_text or None, question=None, ablated=(),
+        tokens=MappingProxyType(tokens), stacks=MappingProxyType(stacks), hidden_states=MappingProxyType(hidden),
+        outputs=MappingProxyType({"logits": reading.logits}), dropped_tokens=max(0, len(full) - len(inputs)),
+        prompt_length=len(inputs), token_limit=limit, timings_ms=MappingProxyType(timings), device="cpu",
+        dtype="float32", identity=identity,
+    )  # fmt: skip
+
+
 def build_trace(
     loaded: LoadedModel,
     text: str,
@@ -590,6 +623,8 @@ def build_trace(
     if not text or not text.strip():
         raise AtlasError("The text is empty: type something for the model to read.")
     limit = token_limit(loaded, max_tokens)
+    if not loaded.adapter.layered:
+        return _recurrent_trace(loaded, text, target_text, limit)
     with torch.inference_mode():
         inputs = _encode_ids(loaded, token_ids, limit) if token_ids else _encode(loaded, text, limit, question, chat)
         _extend(loaded, inputs, limit, continuation, target_text)
