@@ -298,6 +298,7 @@ def pool_view(view: MatrixView, max_cells: int = OVERVIEW_CELLS) -> MatrixView:
     r, c = np.arange(0, n_rows, factor), np.arange(0, n_cols, factor)  # first row / column of each block
 
     def block_max(x: np.ndarray) -> np.ndarray:
+        x = x if x.flags.writeable else x.copy()  # torch refuses read-only arrays (a Trace's are); pooling only reads
         pooled = torch.nn.functional.max_pool2d(torch.from_numpy(x)[None], factor, factor, ceil_mode=True)
         return pooled[0].numpy()
 
