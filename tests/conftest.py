@@ -1,5 +1,6 @@
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Corpus runs of the tests go to a folder of their own, never the developer's (~/.cache/attention-atlas/corpus).
+os.environ["ATLAS_CORPUS_DIR"] = tempfile.mkdtemp(prefix="atlas-corpus-")
 
 from tests.tiny import TINY, build_tiny  # noqa: E402
 from viz.models import load_model  # noqa: E402

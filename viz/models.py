@@ -490,6 +490,16 @@ def _resolve(key: str) -> tuple[str, str]:
     raise AtlasError(f"Unknown model '{key}'. Pick one from the list, or give a hub id or a local directory.")
 
 
+def layer_count(key: str) -> int:
+    """How many layers a model's (first) stack has, from its config alone: no weights are loaded."""
+    config = AutoConfig.from_pretrained(_resolve(key)[0], trust_remote_code=False)
+    config = getattr(config, "text_config", config)
+    count = getattr(config, "num_hidden_layers", None) or getattr(config, "encoder_layers", None)
+    if not count:
+        raise AtlasError(f"The config of '{key}' doesn't say how many layers the model has.")
+    return int(count)
+
+
 def _from_pretrained(loader, source: str, **kwargs):
     """Load from a local dir, or the local hub cache, or the hub -- with messages a user can act on."""
     if Path(source).is_dir():
