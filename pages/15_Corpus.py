@@ -151,5 +151,5 @@ there = [head_there(page.trace_for(store.text(t), model=spec.model), layer, head
          for t, p in zip(found.text_id, found.position, strict=True)]  # fmt: skip
 found[f"L{layer}·H{head} looks at"] = [f"{token} ({weight:.2f})" for token, weight in there]
 st.dataframe(found, hide_index=True)
-st.caption(f"{len(index):,} tokens indexed at layer {hidden_layer} ({index.nbytes / 1e6:.1f} MB, float16); this "
+st.caption(f"{len(index):,} tokens indexed at layer {hidden_layer} ({index.nbytes / 1e6:.1f} MB, {spec.index}); this "
            f"search took {hits.seconds * 1000:.1f} ms.")  # fmt: skip

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from viz.corpus.engine import DEFAULT_MAX_TOKENS, SHARD_SIZE, Progress, prepare, run_corpus, runs_folder
+from viz.corpus.index import INDEX_KINDS
 from viz.corpus.inputs import SAMPLE, read_path
 
 
@@ -31,13 +32,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layers", type=int, nargs="*", default=None, help="hidden-state layers to index for search")
     parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help="longer texts are listed, not cut")
     parser.add_argument("--shard-size", type=int, default=SHARD_SIZE)
+    parser.add_argument("--index", choices=INDEX_KINDS, default="sq8", help="search index: 1 or 2 bytes a number")
     parser.add_argument("--workers", type=int, default=2, help="model actors (one per GPU where there are GPUs)")
     parser.add_argument("--address", default=None, help="a Ray cluster (default: RAY_ADDRESS, else local Ray)")
     parser.add_argument("--out", type=Path, default=None, help="folder of runs (default: ATLAS_CORPUS_DIR)")
     args = parser.parse_args(argv)
     corpus = read_path(args.input, args.column)
     layers = tuple(args.layers) if args.layers is not None else (default_layer(args.model),)
-    spec, run = prepare(corpus, args.model, layers, args.out or runs_folder(), args.max_tokens, args.shard_size)
+    folder = args.out or runs_folder()
+    spec, run = prepare(corpus, args.model, layers, folder, args.max_tokens, args.shard_size, args.index)
     print(
         f"{run}: {spec.n_texts:,} texts in {spec.n_shards} shards, {len(corpus.bad)} rows unreadable", file=sys.stderr
     )

@@ -50,6 +50,7 @@ class RunSpec:
     layers: tuple[int, ...]  # hidden-state layers indexed for search (0 = embeddings)
     max_tokens: int
     shard_size: int = SHARD_SIZE
+    index: str = "sq8"  # viz.corpus.index.INDEX_KINDS: how the search index stores each number
 
     @property
     def n_shards(self) -> int:
@@ -78,10 +79,10 @@ def run_name(spec: RunSpec) -> str:
 
 
 def prepare(corpus: Corpus, model: str, layers: tuple[int, ...], folder: Path, max_tokens: int = DEFAULT_MAX_TOKENS,
-            shard_size: int = SHARD_SIZE) -> tuple[RunSpec, Path]:  # fmt: skip
+            shard_size: int = SHARD_SIZE, index: str = "sq8") -> tuple[RunSpec, Path]:  # fmt: skip
     """Create (or find, to resume) a run's directory: run.json, the texts, the unreadable rows."""
     spec = RunSpec(model, corpus.name, corpus_digest(corpus), len(corpus.texts), tuple(sorted(set(layers))),
-                   max_tokens, shard_size)  # fmt: skip
+                   max_tokens, shard_size, index)  # fmt: skip
     run = folder / run_name(spec)
     if (run / "run.json").exists():
         found = read_spec(run)
@@ -232,9 +233,10 @@ def run_corpus(run: Path, workers: int = 2, progress: Callable[[Progress], None]
             if progress:
                 rate = (done - done_before) / max(time.perf_counter() - start, 1e-9)
                 progress(Progress(done, spec.n_texts, rate, (spec.n_texts - done) / rate if rate else None))
-    from viz.corpus.index import build_indexes
+    from viz.corpus.index import build_indexes, has_indexes
 
-    build_indexes(run)
+    if items or not has_indexes(run, spec.layers):
+        build_indexes(run)
     return write_report(run, time.perf_counter() - start, done - done_before)
 
 
