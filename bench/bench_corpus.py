@@ -74,12 +74,13 @@ def texts_of_tokens(n: int, tokens: int) -> list[str]:
 
     tokenizer = load_model("smollm2").tokenizer
     ids = tokenizer(" ".join(SAMPLE.read_text().splitlines()))["input_ids"]
+    span = len(ids) - tokens
     out, start = [], 0
-    while len(out) < n:
-        text = tokenizer.decode(ids[start : start + tokens])
+    while len(out) < n and start < 4 * span:  # windows 41 tokens apart, wrapping round: distinct texts
+        text = tokenizer.decode(ids[start % span : start % span + tokens])
         if len(tokenizer(text)["input_ids"]) == tokens:  # a cut through a character re-encodes otherwise
             out.append(text)
-        start += tokens // 2 + 1
+        start += 41
     return out
 
 

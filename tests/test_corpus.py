@@ -218,6 +218,11 @@ def test_the_page_shows_a_runs_heads_contexts_joint_view_and_search(one_worker, 
     found = tables[("similarity", "token")]
     first_word = 1  # the sidebar's text is corpus text 9: its first word finds itself
     assert (found.text_id[0], found.position[0]) == (9, first_word)
+    at.selectbox(key="corpus_open").set_value(1).run()  # the second strongest context: open its text in the maps
+    next(b for b in at.button if b.label == "Open in the maps: L2·H5").click().run()
+    assert problems(at) == []
+    assert at.text_area(key="text").value == store.text(int(contexts.text_id[1]))
+    assert (at.slider(key="layer").value, at.slider(key="head").value) == (2, 5)
 
 
 def test_the_page_runs_the_offline_sample(ray_local, tmp_path, monkeypatch):

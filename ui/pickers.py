@@ -126,11 +126,12 @@ _OPEN_IN = (
 def open_head_buttons(stack: str, layer: int, head: int, key: str, also: dict | None = None) -> None:
     """Open one head on another page, selected there (on the sidebar's text; `also` sets other sidebar values
     too, e.g. another text and model). The page that calls this must not draw widgets keyed stack/layer/head
-    itself: the buttons set those keys for the next page."""
+    itself: the buttons set those keys for the next page (in a callback: before any widget is drawn again)."""
     row = st.container(horizontal=True)
     for label, target in _OPEN_IN:
-        if row.button(f"{label}: L{layer}·H{head}", key=f"{key}_{target}"):
-            st.session_state.update(stack=stack, layer=layer, head=head, **(also or {}))
-            if target.endswith("Head_ablation.py"):
-                st.session_state["ablate_heads"] = [(stack, layer, head)]
+        chosen = {"stack": stack, "layer": layer, "head": head, **(also or {})}
+        if target.endswith("Head_ablation.py"):
+            chosen["ablate_heads"] = [(stack, layer, head)]
+        if row.button(f"{label}: L{layer}·H{head}", key=f"{key}_{target}", on_click=st.session_state.update,
+                      args=(chosen,)):  # fmt: skip
             st.switch_page(target)

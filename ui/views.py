@@ -96,6 +96,7 @@ def cached_trace(
     chat: bool = False,
     ablate: tuple[tuple[str, int, int], ...] = (),
     token_ids: tuple[int, ...] = (),
+    target_ids: tuple[int, ...] = (),
     tell: bool = True,
 ) -> Trace:
     """One forward pass per (model, text, options), shared by every page and every session. Keyed by
@@ -104,11 +105,12 @@ def cached_trace(
     policy().check_model(key, CATALOG_BY_KEY)
     loaded = cached_model(key, device, dtype)
     limit = reading_limit(loaded, text, min(max_tokens, token_cap()), continuation, question, chat, token_ids, target)
-    args = (loaded.identity, text, target, limit, continuation, question, chat, ablate, token_ids)
+    args = (loaded.identity, text, target, limit, continuation, question, chat, ablate, token_ids, target_ids)
 
     def build() -> Trace:
         with turn(tell):
-            return build_trace(loaded, text, target or None, limit, continuation, question, chat, ablate, token_ids)
+            options = (continuation, question, chat, ablate, token_ids, target_ids)
+            return build_trace(loaded, text, target or None, limit, *options)
 
     return trace_cache().get(args, build)
 
