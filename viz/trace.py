@@ -491,8 +491,11 @@ def _encode(loaded: LoadedModel, text: str, limit: int, question: str | None, ch
     return _Inputs(enc, {"source": token_seq(tokenizer, ids, word_ids, segments)}, full_length, len(ids), {}, {})
 
 
-def _extend(loaded: LoadedModel, inputs: _Inputs, limit: int, continuation: int, target_text: str | None) -> None:
-    """Generate what the single pass should also read: a decoder's continuation, an encoder-decoder's target."""
+def _extend(
+    loaded: LoadedModel, inputs: _Inputs, limit: int, continuation: int, target_text: str | None, target_ids: tuple
+) -> None:
+    """Generate what the single pass should also read: a decoder's continuation, an encoder-decoder's target
+    (or take the target given as text or as token ids)."""
     model, tokenizer = loaded.model, loaded.tokenizer
     room = max(0, limit - inputs.prompt_length)  # a prompt that fills the cap leaves nothing to generate
     if continuation and room and loaded.family == DECODER and loaded.head.name == "causal-lm":
@@ -505,7 +508,9 @@ def _extend(loaded: LoadedModel, inputs: _Inputs, limit: int, continuation: int,
         start = model.generation_config.decoder_start_token_id
         if start is None:
             start = model.config.decoder_start_token_id
-        if target_text is not None and target_text.strip():
+        if target_ids:
+            sequence = [start, *target_ids]
+        elif target_text is not None and target_text.strip():
             labels = tokenizer(text_target=target_text, truncation=True, max_length=limit)["input_ids"]
             sequence = [start, *labels]
         else:
@@ -608,6 +613,7 @@ def build_trace(
     chat: bool = False,
     ablate: tuple[tuple[str, int, int], ...] = (),
     token_ids: tuple[int, ...] = (),
+    target_ids: tuple[int, ...] = (),
 ) -> Trace:
     """Run the model once on `text`, keeping q/k/v and head outputs per layer, hidden states and logits.
 
@@ -618,7 +624,8 @@ def build_trace(
     Question-answering models read (`question`, `text`) as a pair, `text` being the context.
     `chat` wraps the text as a user turn in the tokenizer's chat template (instruct models).
     `ablate` lists (stack, layer, head) whose outputs are zeroed in this pass (head ablation).
-    `token_ids`, when given, are read instead of the tokenized text (`text` then only names them).
+    `token_ids`, when given, are read instead of the tokenized text (`text` then only names them); `target_ids`
+    likewise stand for an encoder-decoder's target (e.g. tokens a sampler chose, which text might not re-encode to).
     """
     if not text or not text.strip():
         raise AtlasError("The text is empty: type something for the model to read.")
@@ -627,7 +634,7 @@ def build_trace(
         return _recurrent_trace(loaded, text, target_text, limit)
     with torch.inference_mode():
         inputs = _encode_ids(loaded, token_ids, limit) if token_ids else _encode(loaded, text, limit, question, chat)
-        _extend(loaded, inputs, limit, continuation, target_text)
+        _extend(loaded, inputs, limit, continuation, target_text, target_ids)
         readout = readout_for(loaded)
         out, calls = _forward(loaded, inputs, ablate, readout is not None)
     stacks = _stacks(loaded, calls)
@@ -639,7 +646,7 @@ def build_trace(
     if readout is not None:
         del outputs["logits"]
     identity = (*loaded.identity, text, target_text or None, limit)
-    identity += (continuation, question or None, chat, tuple(ablate), tuple(token_ids))
+    identity += (continuation, question or None, chat, tuple(ablate), tuple(token_ids), tuple(target_ids))
     return Trace(
         model_key=loaded.key,
         model_name=loaded.name,
