@@ -17,7 +17,7 @@ from viz.corpus.store import CorpusStore, load_report
 from viz.figures import clicked_layer_head
 
 page.setup("Corpus")
-page.sidebar_only()
+page.current_trace()  # the sidebar's model starts runs and its text is searched for: a model with layers × heads
 ss = st.session_state
 st.markdown(
     "One sentence shows what a head did once; a corpus shows what it does. A run reads every text once "

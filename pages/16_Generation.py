@@ -1,5 +1,7 @@
 """Generation one token at a time: temperature, top-k, top-p, a seed; each step's distribution, attention, KV cache."""
 
+from urllib.parse import urlencode
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -8,7 +10,8 @@ from ui import messages, page, pickers, views, widgets
 from viz import figures
 from viz.errors import AtlasError
 from viz.generation import MAX_STEPS, Sampling, generate
-from viz.sampling_figures import cache_figure, distribution_figure
+from viz.lesson import lesson_html
+from viz.sampling_figures import cache_figure, distribution_figure, generation_sections
 
 page.setup("Generation, step by step")
 trace = page.current_trace()  # the sidebar's model reads the prompt (a decoder) or the source (an encoder-decoder)
@@ -84,3 +87,14 @@ st.caption(
     f"{this.cache.positions} positions × {stack.d_head} numbers × {loaded.model.dtype.itemsize} bytes per layer "
     "for self-attention. A step without it would recompute every earlier token's keys and values."
 )
+
+st.subheader("Hand it out")
+if st.button("Make the lesson file: every step, opens offline"):
+    queries = [len(run.start) - 1 + t for t in range(len(run.steps))]
+    rows = [(list(keys.display[: q + 1]), stack.attention(layer, head, rows=slice(q, q + 1), cols=slice(0, q + 1))[0])
+            for q in queries]  # fmt: skip
+    link = f"{st.context.url}?{urlencode(st.query_params.to_dict())}"
+    sections = generation_sections(run, piece, rows, f"layer {layer}, head {head}")
+    title = f"{trace.model_name} writes, one token at a time"
+    st.download_button("Download the lesson (HTML)", lesson_html(title, sections, link).encode(), mime="text/html",
+                       file_name="generation-lesson.html", key="gen_lesson")  # fmt: skip

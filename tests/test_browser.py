@@ -69,7 +69,9 @@ def test_bertviz_draws_offline(chromium, app_url):
     frame = page.wait_for_selector('[data-testid="stMain"] iframe', timeout=120_000).content_frame()
     frame.wait_for_selector("svg text", timeout=60_000)  # d3 drew the tokens
     assert "arrow" in frame.inner_text("body")
-    # one Layer control: ours (bertviz's own drop-down, which would list one layer, is hidden)
+    # one Layer control: ours (bertviz's own drop-down, which would list one layer, is hidden). The iframe can
+    # arrive before the slider on a loaded machine: wait for it, then count.
+    page.wait_for_selector('input[aria-label="Layer"]', timeout=60_000)
     assert page.locator('input[aria-label="Layer"]').count() == 1
     assert frame.locator("select#layer").count() == 1 and not frame.locator("select#layer").is_visible()
     assert page.external == []

@@ -1,13 +1,18 @@
 """Generation step by step (issue 24): sampling equals transformers' generate, the cut-offs their definitions,
 each step's attention row the Trace of that prefix, the KV cache its tensors' sizes; the page."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
 from tests.apptest import decode, plotly_specs, problems, run_page
+from tests.browser import CHROMIUM
 from viz.generation import Sampling, generate
+from viz.lesson import lesson_html
 from viz.models import load_model
+from viz.sampling_figures import generation_sections
 from viz.trace import build_trace
 
 PROMPT = "The capital of France is"
@@ -106,3 +111,30 @@ def test_the_page_shows_each_steps_attention_row_as_the_prefix_trace_has_it(key,
     colors = distribution["data"][0]["marker"]["color"]
     assert colors.count("#d95f02") == 1  # one token drawn, marked
     assert at.query_params["gen_step"] == "4"
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")
+def test_the_lesson_file_opens_offline_with_every_step(chromium, tmp_path):
+    loaded = load_model("smollm2")
+    ids = _ids(loaded, PROMPT)
+    run = generate(loaded, ids, CASES[0][2], 4)
+    trace = build_trace(loaded, PROMPT, token_ids=ids + run.tokens)
+    stack, tokens = trace.stacks["decoder"], trace.tokens["source"].display
+    rows = [(list(tokens[: q + 1]), stack.attention(0, 1, rows=slice(q, q + 1), cols=slice(0, q + 1))[0])
+            for q in range(len(ids) - 1, len(ids) - 1 + len(run.steps))]  # fmt: skip
+    piece = lambda t: loaded.tokenizer.decode([t])  # noqa: E731
+    hostile = "<script>window.ran = 1</script> lesson"
+    path = tmp_path / "lesson.html"
+    path.write_text(lesson_html(hostile, generation_sections(run, piece, rows, "layer 0, head 1"), "http://x/?a=1"))
+    page = chromium.new_page()
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:") else route.abort())
+    page.goto(path.as_uri())
+    page.wait_for_function(f"document.querySelectorAll('.plotly-graph-div .main-svg').length >= {4 * len(run.steps)}")
+    assert requests == [path.as_uri()]  # nothing fetched: plotly's JavaScript is in the file
+    assert page.evaluate("window.ran") is None and hostile in page.inner_text("h1")  # shown, never run
+    bars = page.evaluate("document.getElementById('figure-1-1').data[0].y")
+    np.testing.assert_allclose(decode(bars), rows[1][1], atol=1e-6)
+    page.close()

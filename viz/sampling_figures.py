@@ -8,8 +8,9 @@ from collections.abc import Callable
 import numpy as np
 import plotly.graph_objects as go
 
-from viz.figures import TOP_MARGIN, plotly_text, title_band
-from viz.generation import Sampling, Step
+from viz.figures import TOP_MARGIN, plotly_text, title_band, weight_bars
+from viz.generation import Generation, Sampling, Step
+from viz.lesson import Section
 
 KEPT, CUT, CHOSEN = "#1f5fa8", "#c8c8c8", "#d95f02"
 
@@ -55,3 +56,18 @@ def cache_figure(labels: list[str], reused: int, title: str) -> go.Figure:
     fig.update_layout(title=title_band(title), height=150, margin=dict(l=10, r=10, t=TOP_MARGIN, b=10),
                       yaxis=dict(visible=False), xaxis=dict(visible=False))  # fmt: skip
     return fig
+
+
+def generation_sections(run: Generation, piece: Callable[[int], str], rows: list[tuple[list[str], np.ndarray]],
+                        where: str) -> list[Section]:  # fmt: skip
+    """A generation as lesson sections, a step each: the distribution, and the newest token's attention
+    (`rows[t]`: the tokens read and the chosen head's weights at step t; `where`: which layer and head)."""
+    sections = []
+    for t, (step, (labels, weights)) in enumerate(zip(run.steps, rows, strict=True)):
+        kept, chance = int(np.isfinite(step.scores).sum()), step.probabilities[step.token]
+        text = (f"Reading {len(labels)} tokens ({step.reused} keys and values from the cache), the model kept "
+                f"{kept:,} candidates and drew “{piece(step.token)}” (p = {chance:.3f}).")  # fmt: skip
+        attention = weight_bars(weights, labels, f"the newest token's attention, {where}")
+        sections.append(Section(f"Step {t + 1}: “{piece(step.token)}”", text,
+                                (distribution_figure(step, run.sampling, piece), attention)))  # fmt: skip
+    return sections

@@ -1,0 +1,40 @@
+"""A lesson as one HTML file that opens without a server or a network: headings, text read aloud, figures
+(plotly's JavaScript inlined once, nothing fetched), and the link back to the live view."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2rem auto;padding:0 1rem;color:#222}
+h1{font-size:1.8rem}h2{font-size:1.3rem;margin-top:2.5rem;border-top:1px solid #ddd;padding-top:1rem}
+p{font-size:1.05rem;line-height:1.5}.link{font-size:.9rem;color:#555}"""
+
+
+@dataclass(frozen=True)
+class Section:
+    heading: str
+    text: str  # plain text: escaped, never read as HTML
+    figures: tuple[go.Figure, ...] = ()
+
+
+def lesson_html(title: str, sections: Sequence[Section], link: str = "") -> str:
+    """The whole lesson as one HTML document. Every string from the user or the model is escaped."""
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    if link:
+        parts.append(
+            f'<p class="link">Live view: <a href="{html.escape(link, quote=True)}">{html.escape(link)}</a></p>'
+        )
+    for number, section in enumerate(sections):
+        parts.append(f"<h2>{html.escape(section.heading)}</h2><p>{html.escape(section.text)}</p>")
+        for index, figure in enumerate(section.figures):
+            parts.append(figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"figure-{number}-{index}",
+                                        config={"displaylogo": False}))  # fmt: skip
+    return (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style><script>{get_plotlyjs()}</script></head><body>{''.join(parts)}</body></html>"
+    )
