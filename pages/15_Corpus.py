@@ -14,7 +14,7 @@ from viz.corpus.projection import MAX_POINTS, METHODS, joint_sample, project
 from viz.corpus.reading import SCORES
 from viz.corpus.search import head_there, nearest_tokens
 from viz.corpus.store import CorpusStore, load_report
-from viz.figures import clicked_layer_head
+from viz.figures import clicked_customdata, clicked_layer_head
 
 page.setup("Corpus")
 page.current_trace()  # the sidebar's model starts runs and its text is searched for: a model with layers × heads
@@ -106,12 +106,12 @@ st.subheader(f"L{layer}·H{head}: its strongest attention in the corpus")
 st.caption("Each row one (query, key) cell: the query in «», the key in [ ]; the first token, the query itself "
            "and special tokens left out as keys.")  # fmt: skip
 contexts = store.contexts(layer, head)
+stack = page.trace_for(store.text(int(top.text_id[0])), model=spec.model).self_stacks[0]  # the stack the run read
 st.dataframe(contexts, hide_index=True, key="corpus_contexts")
 if len(contexts):
     opened = widgets.selectbox("Open a context's text", range(len(contexts)), key="corpus_open",
                                format_func=lambda i: f"{i + 1}: {contexts.context[i][:90]}")  # fmt: skip
     text = store.text(int(contexts.text_id[opened]))
-    stack = page.trace_for(text, model=spec.model).self_stacks[0]
     pickers.open_head_buttons(stack, layer, head, key="corpus_open_head", also={"text": text, "model": spec.model})
 
 st.header("Queries and keys together (AttentionViz)")
@@ -132,7 +132,16 @@ sample = views.derived(joint_sample, loaded, texts, layer, head, spec.max_tokens
 points = views.derived(project, sample, method, int(seed))
 title = (f"L{layer}·H{head}: {int(sample.is_query.sum()):,} queries and {int((~sample.is_query).sum()):,} keys "
          f"from {len(set(sample.text_ids.tolist()))} texts, {method}")  # fmt: skip
-st.plotly_chart(joint_figure(sample, points, color_by, title), key="corpus_joint")
+picked_point = st.plotly_chart(joint_figure(sample, points, color_by, title), key="corpus_joint", on_select="rerun",
+                               selection_mode="points")  # fmt: skip
+if picked_point and picked_point.selection.points:  # a click: that token's text, to read or open in the maps
+    text_id, position = clicked_customdata(picked_point.selection.points[0])
+    clicked_text = store.text(text_id)
+    messages.say(st.markdown, "**Text {text_id}, token {position}:** {text}", text_id=text_id, position=position,
+                 text=clicked_text)  # fmt: skip
+    pickers.open_head_buttons(
+        stack, layer, head, key="corpus_joint_open", also={"text": clicked_text, "model": spec.model}
+    )
 
 st.header("Search the corpus by meaning (exBERT)")
 if not spec.layers:

@@ -124,13 +124,19 @@ def attention_heatmap(
     return fig
 
 
-def clicked_layer_head(point: dict) -> tuple[int, int]:
-    """(layer, head) of a clicked mosaic marker. Streamlit hands a point's customdata over as a dict
-    with string keys ({"0": layer, "1": head}), not a list: read it by index, never by iteration."""
+def clicked_customdata(point: dict) -> list[int]:
+    """A clicked point's customdata as ints. Streamlit hands it over as a dict with string keys
+    ({"0": a, "1": b}), not a list: read it by index, never by iteration."""
     data = point["customdata"]
     if isinstance(data, dict):
         data = [data[key] for key in sorted(data, key=int)]
-    return int(data[0]), int(data[1])
+    return [int(value) for value in data]
+
+
+def clicked_layer_head(point: dict) -> tuple[int, int]:
+    """(layer, head) of a clicked head (a mosaic marker, a ranked bar: customdata (layer, head))."""
+    layer, head = clicked_customdata(point)[:2]
+    return layer, head
 
 
 def mosaic_figure(png: bytes, width: int, height: int, cell: int, layers: int, heads: int, gap: int) -> go.Figure:

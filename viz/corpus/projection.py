@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from viz.corpus.reading import corpus_trace
+from viz.corpus.reading import corpus_trace, in_context
 from viz.models import LoadedModel
 
 METHODS = ("PCA", "UMAP", "t-SNE")
@@ -38,11 +38,6 @@ class JointSample:
     identity: tuple = field(default=(), compare=False)  # what it was sampled from: views derived from it cache under it
 
 
-def _context(tokens: tuple[str, ...], i: int, window: int = 5) -> str:
-    lo, hi = max(0, i - window), min(len(tokens), i + window + 1)
-    return " ".join(f"«{t}»" if j == i else t for j, t in enumerate(tokens[lo:hi], lo))
-
-
 def joint_sample(loaded: LoadedModel, texts: tuple[tuple[int, str], ...], layer: int, head: int, max_tokens: int,
                  max_points: int = MAX_POINTS) -> JointSample:  # fmt: skip
     """Queries and keys of one head of the first self-attention stack over `texts` ((text_id, text) pairs), each text
@@ -55,10 +50,11 @@ def joint_sample(loaded: LoadedModel, texts: tuple[tuple[int, str], ...], layer:
         if sum(len(p[0]) for p in parts) + 2 * len(tokens) > max_points:
             break
         scaling = stack.scaling(layer)
+        contexts = [in_context(tokens.display, {i: "«{}»"}, 5) for i in range(len(tokens))]
         for vectors, is_query in ((stack.query(layer, head), True), (stack.key(layer, head), False)):
             n = len(vectors)
             parts.append((np.asarray(vectors, np.float32), np.full(n, is_query), np.full(n, text_id), np.arange(n),
-                          list(tokens.display), [_context(tokens.display, i) for i in range(n)]))  # fmt: skip
+                          list(tokens.display), contexts))  # fmt: skip
     if not parts:
         raise ValueError("no text of the sample fits the point bound")
     vectors, is_query, text_ids, positions = (np.concatenate([p[i] for p in parts]) for i in range(4))

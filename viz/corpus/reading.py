@@ -6,6 +6,7 @@ a query's token with its keys', and the search compares tokens of one kind of se
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,14 @@ class TextResult:
     cells: pd.DataFrame  # text_id, layer, head, query, key, weight
     tokens: pd.DataFrame  # text_id, position, token (readable), special
     embeddings: dict[int, np.ndarray]  # layer -> [tokens, d_model] float16 (hidden state after that layer)
+
+
+def in_context(tokens: Sequence[str], marks: Mapping[int, str], window: int) -> str:
+    """The tokens around the marked positions as one line, each marked one through its format ("«{}»"), with
+    "…" where the text goes on: how the page shows a cell, a search hit or a projected point."""
+    lo, hi = max(0, min(marks) - window), min(len(tokens), max(marks) + window + 1)
+    shown = [marks[i].format(t) if i in marks else t for i, t in enumerate(tokens[lo:hi], lo)]
+    return ("… " if lo else "") + " ".join(shown) + (" …" if hi < len(tokens) else "")
 
 
 class TooLong(ValueError):

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from viz.corpus.index import Hits, TokenIndex
+from viz.corpus.reading import in_context
 from viz.corpus.store import CorpusStore
 from viz.trace import Trace
 
@@ -17,8 +18,7 @@ def nearest_tokens(store: CorpusStore, index: TokenIndex, vector: np.ndarray, k:
     rows = []
     for text_id, position, similarity in zip(hits.text_ids, hits.positions, hits.similarity, strict=True):
         tokens = store.tokens(int(text_id))
-        lo, hi = max(0, position - 8), min(len(tokens), position + 9)
-        context = " ".join(f"«{t}»" if i == position else t for i, t in enumerate(tokens[lo:hi], lo))
+        context = in_context(tokens, {int(position): "«{}»"}, 8)
         rows.append({"similarity": float(similarity), "token": tokens[position], "context": context,
                      "text_id": int(text_id), "position": int(position)})  # fmt: skip
     return pd.DataFrame(rows, columns=["similarity", "token", "context", "text_id", "position"]), hits

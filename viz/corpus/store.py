@@ -9,7 +9,7 @@ import duckdb
 import pandas as pd
 
 from viz.corpus.engine import read_spec
-from viz.corpus.reading import SCORES
+from viz.corpus.reading import SCORES, in_context
 
 WINDOW = 8  # tokens of context either side of a cell's query and key
 
@@ -97,9 +97,7 @@ class CorpusStore:
         out = []
         for text_id, query, key, weight in cells.itertuples(index=False):
             tokens = self.tokens(int(text_id))
-            shown = [f"«{t}»" if i == query else f"[{t}]" if i == key else t for i, t in enumerate(tokens)]
-            lo, hi = max(0, min(query, key) - window), min(len(tokens), max(query, key) + window + 1)
-            context = ("… " if lo else "") + " ".join(shown[lo:hi]) + (" …" if hi < len(tokens) else "")
+            context = in_context(tokens, {query: "«{}»", key: "[{}]"}, window)
             out.append({"weight": float(weight), "query": tokens[query], "key": tokens[key],
                         "key − query": int(key - query), "context": context, "text_id": int(text_id)})  # fmt: skip
         return pd.DataFrame(out, columns=["weight", "query", "key", "key − query", "context", "text_id"])
