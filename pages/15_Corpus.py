@@ -103,8 +103,8 @@ st.markdown(f"**Texts where L{layer}·H{head} scores highest on {measure}**")
 st.dataframe(top, hide_index=True)
 
 st.subheader(f"L{layer}·H{head}: its strongest attention in the corpus")
-st.caption("Each row one (query, key) cell: the query in «», the key in [ ]; the first token, the query itself "
-           "and special tokens left out as keys.")  # fmt: skip
+st.caption("Each row one (query, key) cell: the query in «», the key in [ ]; cells between the text's own "
+           "tokens: the first token as key, the query itself and special tokens left out.")  # fmt: skip
 contexts = store.contexts(layer, head)
 stack = page.trace_for(store.text(int(top.text_id[0])), model=spec.model).self_stacks[0]  # the stack the run read
 st.dataframe(contexts, hide_index=True, key="corpus_contexts")

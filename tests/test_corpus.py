@@ -100,7 +100,7 @@ def test_top_contexts_are_the_heads_strongest_attention_in_the_corpus(one_worker
         trace = build_trace(minilm, store.text(int(text_id)), max_tokens=MAX_TOKENS)
         weights = trace.stacks["encoder"].attention(layer, head).copy()
         special = trace.tokens["source"].special
-        weights[:, 0] = weights[:, special] = 0
+        weights[:, 0] = weights[:, special] = weights[special, :] = 0
         np.fill_diagonal(weights, 0)
         q, k = np.unravel_index(weights.argmax(), weights.shape)
         best.append((float(weights[q, k]), int(text_id), int(q), int(k)))

@@ -53,12 +53,14 @@ def corpus_trace(loaded: LoadedModel, text: str, max_tokens: int) -> Trace:
 
 def top_cells(weights: np.ndarray, special: np.ndarray, k: int = TOP_CELLS) -> list[tuple[int, int, int, float]]:
     """A layer's [heads, queries, keys] attention → per head its k largest (head, query, key, weight) cells,
-    leaving out the first key, the query itself and special-token keys (where heads park attention)."""
+    leaving out the first key, the query itself, and special tokens as keys (where heads park attention) and as
+    queries ([SEP] rows hold little a reader can scan): cells between the text's own tokens."""
     n_heads, n_queries, n_keys = weights.shape
     open_cells = np.ones((n_queries, n_keys), dtype=bool)
     open_cells[:, 0] = False
     open_cells[np.arange(min(n_queries, n_keys)), np.arange(min(n_queries, n_keys))] = False
     open_cells[:, special[:n_keys]] = False
+    open_cells[special[:n_queries], :] = False
     found = []
     for head in range(n_heads):
         flat = np.where(open_cells, weights[head], -1.0).ravel()

@@ -79,7 +79,7 @@ class CorpusStore:
 
     # ---------------------------------------------------------------- top contexts
     def top_cells(self, layer: int, head: int, k: int = 20) -> pd.DataFrame:
-        """The head's k strongest (query, key) cells over the corpus (first token, self and specials left out)."""
+        """The head's k strongest (query, key) cells over the corpus (between the texts' own tokens: `top_cells`)."""
         return self.query(
             "SELECT text_id, query, key, weight FROM cells WHERE layer = ? AND head = ? "
             "ORDER BY weight DESC, text_id, query, key LIMIT ?", layer, head, k,
