@@ -90,9 +90,16 @@ measure = widgets.selectbox("Measure", SCORES, key="corpus_measure")
 by = widgets.radio("Rank heads by", ("mean", "spread"), key="corpus_rank", horizontal=True)
 summary = store.head_summary(measure)
 heads = [f"L{layer}·H{head}" for layer, head in zip(summary.layer, summary["head"], strict=True)]
-clicked = st.plotly_chart(ranked_heads_figure(summary, measure, by), key="corpus_ranked", on_select="rerun")
-if clicked and clicked.selection.points:
-    ss["corpus_head"] = "L{}·H{}".format(*clicked_layer_head(clicked.selection.points[0]))
+
+
+def open_clicked_head() -> None:  # a callback: it runs when the selection changes, before the Head box is drawn
+    points = ss["corpus_ranked"]["selection"]["points"]
+    if points:
+        ss["corpus_head"] = "L{}·H{}".format(*clicked_layer_head(points[0]))
+
+
+st.plotly_chart(ranked_heads_figure(summary, measure, by), key="corpus_ranked", on_select=open_clicked_head,
+                selection_mode="points")  # fmt: skip
 with st.expander("Every head (table)"):
     st.dataframe(summary.sort_values(by, ascending=False), hide_index=True)
 picked = widgets.selectbox("Head", heads, key="corpus_head")

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from tests.apptest import decode, plotly_specs, problems, run_page
+from tests.browser import CHROMIUM, open_page, running_app, wait_until_idle
 from viz.corpus.engine import prepare, read_spec, run_corpus, start_ray
 from viz.corpus.index import TokenIndex
 from viz.corpus.inputs import SAMPLE, read_corpus, read_path
@@ -233,3 +234,29 @@ def test_the_page_runs_the_offline_sample(ray_local, tmp_path, monkeypatch):
     assert problems(at) == []
     assert any("read 20 of 20 texts" in c.value for c in at.caption)
     assert at.selectbox(key="corpus_run").value == next(tmp_path.glob("*/run.json")).parent.name
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")
+def test_a_click_on_a_ranked_head_opens_exactly_that_head(one_worker, chromium):
+    """In Chromium: clicking the n-th bar of the ranking opens the n-th ranked head (its histograms and contexts)."""
+    summary = CorpusStore(one_worker).head_summary("previous token")
+    ranked = summary.sort_values(["mean", "layer", "head"], ascending=[False, True, True])
+    with running_app(ATLAS_CORPUS_DIR=str(one_worker.parent)) as server:
+        page = open_page(chromium, f"{server.url}/Corpus?model=minilm&text=I+always+turn+to+the+sports+pages.")
+        bars = page.locator(".js-plotly-plot").first.locator(".barlayer .point")
+        bars.first.wait_for(timeout=120_000)
+        for rank in (4, 1):
+            layer, head = (int(x) for x in ranked.iloc[rank][["layer", "head"]])
+            wait_until_idle(page)
+            bars.nth(rank).click(force=True)
+            page.wait_for_function(  # that head's histograms are drawn
+                "want => [...document.querySelectorAll('.js-plotly-plot .gtitle')]"
+                ".some(t => t.textContent.startsWith(want))",
+                arg=f"L{layer}·H{head} across 36 texts",
+                timeout=60_000,
+            )
+            wait_until_idle(page)
+            assert page.get_by_text(f"L{layer}·H{head}: its strongest attention in the corpus").count() == 1
+        assert page.external == [] and page.dialogs == []
+        page.close()

@@ -30,6 +30,7 @@ def ranked_heads_figure(summary: pd.DataFrame, measure: str, by: str, top: int =
     fig.update_layout(
         title=title_band(f"{measure}: the {len(shown)} heads with the highest {by} over the texts (click one)"),
         height=360, margin=dict(l=10, r=10, t=TOP_MARGIN, b=10), yaxis_title=measure, plot_bgcolor="white",
+        dragmode=False,  # a click picks a head; nothing to zoom
     )  # fmt: skip
     return fig
 
@@ -40,8 +41,9 @@ def score_histograms(scores: pd.DataFrame, layer: int, head: int) -> go.Figure:
     for i, name in enumerate(SCORES, 1):
         fig.add_trace(go.Histogram(x=scores[name], nbinsx=20, marker_color=QUERY_COLOR, name=name), row=1, col=i)
     fig.update_layout(
-        title=title_band(f"L{layer}·H{head} across {len(scores):,} texts: how many texts (y) score how much (x)"),
-        height=260, showlegend=False, margin=dict(l=10, r=10, t=TOP_MARGIN + 20, b=10), plot_bgcolor="white",
+        title=title_band(f"L{layer}·H{head} across {len(scores):,} texts: how many texts (y) score how much (x)")
+        | {"pad": {"b": 28}},  # above the subplot titles, not on them
+        height=280, showlegend=False, margin=dict(l=10, r=10, t=TOP_MARGIN + 36, b=10), plot_bgcolor="white",
     )  # fmt: skip
     fig.update_annotations(font_size=11)
     return fig
