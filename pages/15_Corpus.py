@@ -113,7 +113,8 @@ st.subheader(f"L{layer}·H{head}: its strongest attention in the corpus")
 st.caption("Each row one (query, key) cell: the query in «», the key in [ ]; cells between the text's own "
            "tokens: the first token as key, the query itself and special tokens left out.")  # fmt: skip
 contexts = store.contexts(layer, head)
-stack = page.trace_for(store.text(int(top.text_id[0])), model=spec.model).self_stacks[0]  # the stack the run read
+trace = page.trace_for(ss["text"], model=spec.model)  # the sidebar's text read by the run's model: searched below
+stack = trace.self_stacks[0]  # the stack the run read
 st.dataframe(contexts, hide_index=True, key="corpus_contexts")
 if len(contexts):
     opened = widgets.selectbox("Open a context's text", range(len(contexts)), key="corpus_open",
@@ -154,15 +155,14 @@ st.header("Search the corpus by meaning (exBERT)")
 if not spec.layers:
     st.info("This run indexed no layer: start it with layers to index to search it.")
     st.stop()
-trace = page.trace_for(ss["text"], model=spec.model)
-tokens = trace.tokens[trace.stacks[trace.self_stacks[0]].queries_from]
+tokens = trace.tokens[trace.stacks[stack].queries_from]
 left, right = st.columns(2)
 first_word = int(np.argmin(tokens.special))  # not [CLS]: every text's [CLS] is alike
 position = widgets.selectbox("A token of the sidebar's text", range(len(tokens)), key="corpus_token", place=left,
                              default=first_word, format_func=lambda i: f"{i}: {tokens.display[i]}")  # fmt: skip
 hidden_layer = widgets.selectbox("Layer (hidden state after it)", spec.layers, key="corpus_search_layer", place=right)
 index = views.derived(TokenIndex, run, hidden_layer)
-found, hits = nearest_tokens(store, index, trace.hidden_states[trace.self_stacks[0]][hidden_layer][position])
+found, hits = nearest_tokens(store, index, trace.hidden_states[stack][hidden_layer][position])
 there = [head_there(page.trace_for(store.text(t), model=spec.model), layer, head, p)
          for t, p in zip(found.text_id, found.position, strict=True)]  # fmt: skip
 found[f"L{layer}·H{head} looks at"] = [f"{token} ({weight:.2f})" for token, weight in there]

@@ -57,10 +57,18 @@ query = len(run.start) - 1 + step  # the newest token when this step's scores we
 keys = written.tokens[stack.keys_from]
 messages.say(st.subheader, "What the newest token, {token}, attended to", token=keys.display[query])
 layer, head = pickers.layer_head_picker(stack)
-row = stack.attention(layer, head, rows=slice(query, query + 1), cols=slice(0, query + 1))[0]
+
+
+def newest_row(q: int, h: int | None = head) -> np.ndarray:
+    """What the token at q attended to, over every token up to it: head h, or (None) every head of the layer."""
+    weights = stack.attention(layer, h, rows=slice(q, q + 1), cols=slice(0, q + 1))
+    return weights[0] if h is not None else weights[:, 0]
+
+
+row = newest_row(query)
 labels = list(keys.display[: query + 1])
 st.plotly_chart(figures.weight_bars(row, labels, f"layer {layer}, head {head}"), key="gen_row")
-every_head = stack.attention(layer, None, rows=slice(query, query + 1), cols=slice(0, query + 1))[:, 0]
+every_head = newest_row(query, None)
 heads = [f"head {h}" for h in range(stack.n_heads)]
 st.plotly_chart(figures.attention_heatmap(every_head, heads, labels, title=f"layer {layer}: every head"),
                 key="gen_heads")  # fmt: skip
@@ -91,8 +99,7 @@ st.caption(
 st.subheader("Hand it out")
 if st.button("Make the lesson file: every step, opens offline"):
     queries = [len(run.start) - 1 + t for t in range(len(run.steps))]
-    rows = [(list(keys.display[: q + 1]), stack.attention(layer, head, rows=slice(q, q + 1), cols=slice(0, q + 1))[0])
-            for q in queries]  # fmt: skip
+    rows = [(list(keys.display[: q + 1]), newest_row(q)) for q in queries]  # fmt: skip
     link = f"{st.context.url}?{urlencode(st.query_params.to_dict())}"
     sections = generation_sections(run, piece, rows, f"layer {layer}, head {head}")
     title = f"{trace.model_name} writes, one token at a time"

@@ -29,6 +29,7 @@ from transformers.generation.logits_process import (
 from viz.architectures import DECODER, ENCODER_DECODER
 from viz.errors import AtlasError
 from viz.models import LoadedModel
+from viz.predictions import softmax
 
 MAX_STEPS = 64
 
@@ -71,8 +72,7 @@ class Step:
     @property
     def probabilities(self) -> np.ndarray:
         """What the token was drawn from: softmax of the warped scores (one-hot-like when greedy)."""
-        shifted = np.exp(self.scores - self.scores.max())
-        return shifted / shifted.sum()
+        return softmax(self.scores)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 from viz.figures import TOP_MARGIN, plotly_text, title_band, weight_bars
 from viz.generation import Generation, Sampling, Step
 from viz.lesson import Section
+from viz.predictions import softmax
 
 KEPT, CUT, CHOSEN = "#1f5fa8", "#c8c8c8", "#d95f02"
 
@@ -18,9 +19,7 @@ KEPT, CUT, CHOSEN = "#1f5fa8", "#c8c8c8", "#d95f02"
 def distribution_figure(step: Step, sampling: Sampling, piece: Callable[[int], str], top: int = 20) -> go.Figure:
     """The `top` most probable next tokens at temperature T (softmax(z / T)) as bars: blue where top-k and top-p
     keep them, grey where they cut them, orange the token drawn; the line: cumulative probability, with p."""
-    scaled = step.logits / sampling.temperature if sampling.temperature > 0 else step.logits
-    probabilities = np.exp(scaled - scaled.max())
-    probabilities /= probabilities.sum()
+    probabilities = softmax(step.logits / sampling.temperature if sampling.temperature > 0 else step.logits)
     order = np.argsort(-probabilities, kind="stable")[:top]
     if step.token not in order:  # the drawn token always shows, even from far down the list
         order = np.append(order[:-1], step.token)
