@@ -61,7 +61,7 @@ st.subheader("One query over the whole context")
 query = pickers.token_picker(
     "Query token (the row that attends)", rows, key="query", default=len(rows) - 1 if stack.causal else 0
 )
-st.plotly_chart(
+render.chart(
     figures.attention_line(
         stack.attention(layer, head, rows=slice(query, query + 1))[0],
         list(cols.display),

@@ -66,7 +66,7 @@ st.dataframe(
     hide_index=True,
     column_config={"induction score": st.column_config.NumberColumn(format="%.3f")},
 )
-st.plotly_chart(
+render.chart(
     figures.layer_token_heatmap(
         induction, [f"h{h}" for h in range(stack.n_heads)], "induction score on the second copy", "Blues",
         zmin=0.0, zmax=1.0, column="head",
@@ -117,6 +117,6 @@ st.caption(
     + ", ".join(f"L{a}·H{b}" for a, b in control)
     + f" (drawn with seed {seed})."
 )
-st.plotly_chart(
+render.chart(
     figures.position_lines(bits, list(tokens.display), "surprisal of each token (bits)", "bits"), key="probe_loss"
 )

@@ -98,7 +98,7 @@ if node.stage == "mlp":
     rows = [("mlp", node.position, None, parts.mlp), ("mlp residual", node.position, None, parts.residual)]
 else:
     shares = head_shares(parts.heads)
-    st.plotly_chart(
+    render.chart(
         figures.weight_bars(shares, [f"h{h}" for h in range(len(shares))], "each head's share of this node", ".3f"),
         key="head_shares",
     )

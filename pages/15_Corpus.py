@@ -5,7 +5,7 @@ import os
 import numpy as np
 import streamlit as st
 
-from ui import messages, page, pickers, views, widgets
+from ui import messages, page, pickers, render, views, widgets
 from viz.corpus.engine import list_runs, prepare, run_corpus, runs_folder
 from viz.corpus.figures import COLOR_BY, joint_figure, ranked_heads_figure, score_histograms
 from viz.corpus.index import TokenIndex
@@ -98,13 +98,13 @@ def open_clicked_head() -> None:  # a callback: it runs when the selection chang
         ss["corpus_head"] = "L{}·H{}".format(*clicked_layer_head(points[0]))
 
 
-st.plotly_chart(ranked_heads_figure(summary, measure, by), key="corpus_ranked", on_select=open_clicked_head,
+render.chart(ranked_heads_figure(summary, measure, by), key="corpus_ranked", on_select=open_clicked_head,
                 selection_mode="points")  # fmt: skip
 with st.expander("Every head (table)"):
     st.dataframe(summary.sort_values(by, ascending=False), hide_index=True)
 picked = widgets.selectbox("Head", heads, key="corpus_head")
 layer, head = (int(part[1:]) for part in picked.split("·"))
-st.plotly_chart(score_histograms(store.head_scores(layer, head), layer, head), key="corpus_histograms")
+render.chart(score_histograms(store.head_scores(layer, head), layer, head), key="corpus_histograms")
 top = store.top_texts(layer, head, measure, 5)
 st.markdown(f"**Texts where L{layer}·H{head} scores highest on {measure}**")
 st.dataframe(top, hide_index=True)
@@ -140,7 +140,7 @@ sample = views.derived(joint_sample, loaded, texts, layer, head, spec.max_tokens
 points = views.derived(project, sample, method, int(seed))
 title = (f"L{layer}·H{head}: {int(sample.is_query.sum()):,} queries and {int((~sample.is_query).sum()):,} keys "
          f"from {len(set(sample.text_ids.tolist()))} texts, {method}")  # fmt: skip
-picked_point = st.plotly_chart(joint_figure(sample, points, color_by, title), key="corpus_joint", on_select="rerun",
+picked_point = render.chart(joint_figure(sample, points, color_by, title), key="corpus_joint", on_select="rerun",
                                selection_mode="points")  # fmt: skip
 if picked_point and picked_point.selection.points:  # a click: that token's text, to read or open in the maps
     text_id, position = clicked_customdata(picked_point.selection.points[0])

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from ui import messages, page, pickers, views, widgets
+from ui import messages, page, pickers, render, views, widgets
 from viz import figures
 from viz.errors import AtlasError
 from viz.generation import MAX_STEPS, Sampling, generate
@@ -41,10 +41,10 @@ except AtlasError as err:
 tokenizer = loaded.tokenizer
 piece = lambda t: tokenizer.decode([t]).replace("\n", "⏎") or f"<{t}>"  # noqa: E731
 messages.say(st.markdown, "**Written:** {text}", text=tokenizer.decode(list(run.tokens), skip_special_tokens=True))
-step = int(widgets.slider("Step", 1, len(run.steps), key="gen_step", default=1)) - 1
+step = int(widgets.stepper("Step", 1, len(run.steps), key="gen_step", default=1)) - 1
 this = run.steps[step]
 st.caption(f"Step {step + 1} of {len(run.steps)} — forward to see the next token written, back to go over it again.")
-st.plotly_chart(distribution_figure(this, sampling, piece), key="gen_distribution")
+render.chart(distribution_figure(this, sampling, piece), key="gen_distribution")
 
 # The whole sequence read in one pass: its causal rows are what each step's newest token attended to.
 if trace.cross_stack is None:
@@ -67,21 +67,21 @@ def newest_row(q: int, h: int | None = head) -> np.ndarray:
 
 row = newest_row(query)
 labels = list(keys.display[: query + 1])
-st.plotly_chart(figures.weight_bars(row, labels, f"layer {layer}, head {head}"), key="gen_row")
+render.chart(figures.weight_bars(row, labels, f"layer {layer}, head {head}"), key="gen_row")
 every_head = newest_row(query, None)
 heads = [f"head {h}" for h in range(stack.n_heads)]
-st.plotly_chart(figures.attention_heatmap(every_head, heads, labels, title=f"layer {layer}: every head"),
+render.chart(figures.attention_heatmap(every_head, heads, labels, title=f"layer {layer}: every head"),
                 key="gen_heads")  # fmt: skip
 if written.cross_stack is not None:
     cross = written.stacks[written.cross_stack]
     source = written.tokens[cross.keys_from]
     cross_row = cross.attention(layer, head, rows=slice(step, step + 1))[0]
     title = f"cross-attention, layer {layer}, head {head}"
-    st.plotly_chart(figures.weight_bars(cross_row, list(source.display), title), key="gen_cross")
+    render.chart(figures.weight_bars(cross_row, list(source.display), title), key="gen_cross")
 
 st.subheader("The KV cache")
 reused = this.reused
-st.plotly_chart(cache_figure(labels, reused, f"{reused} keys and values read from the cache, 1 computed now"),
+render.chart(cache_figure(labels, reused, f"{reused} keys and values read from the cache, 1 computed now"),
                 key="gen_cache")  # fmt: skip
 sizes = pd.DataFrame({"layer": np.arange(len(this.cache.self_bytes)), "self-attention keys + values (bytes)":
                       this.cache.self_bytes})  # fmt: skip

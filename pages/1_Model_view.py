@@ -31,7 +31,7 @@ st.caption(
     f"columns), max-pooled to at most {THUMBNAIL_CELL} × {THUMBNAIL_CELL} pixels (a pixel shows the largest weight "
     "in its block) and scaled to its own maximum; grey = masked. Click one to open it below."
 )
-st.plotly_chart(
+render.chart(
     figures.mosaic_figure(mosaic.png, mosaic.width, mosaic.height, mosaic.cell, stack.n_layers, stack.n_heads, GAP),
     key="grid",
     on_select=open_clicked_head,

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from ui import messages, page, pickers
+from ui import messages, page, pickers, render
 from viz import figures
 from viz.neuron import neuron_view
 
@@ -52,17 +52,18 @@ st.caption(
         else ""
     )
 )
-st.plotly_chart(figures.vectors_heatmap(v.query[None], [q_label], "query vector q", height=150), key="q")
+render.chart(figures.vectors_heatmap(v.query[None], [q_label], "query vector q", height=150), key="q")
 if len(shown) < len(keys):
     st.caption(
         f"{len(keys):,} keys: the vectors below are the {len(shown)} keys with the largest weights, in text order; "
         "the score table has every key."
     )
 left, right = st.columns(2)
-left.plotly_chart(figures.vectors_heatmap(v.keys[shown], shown_keys, "key vectors k_j"), key="k")
-right.plotly_chart(
+render.chart(figures.vectors_heatmap(v.keys[shown], shown_keys, "key vectors k_j"), key="k", place=left)
+render.chart(
     figures.vectors_heatmap(v.products[shown], shown_keys, "q ⊙ k_j (elementwise; each row sums to q · k_j)"),
     key="qk",
+    place=right,
 )
 
 st.subheader("2 · Score: q · k_j, scaled" + (", plus position bias" if v.bias is not None else "") + ", masked")
@@ -78,17 +79,18 @@ st.dataframe(table, hide_index=False, width="stretch")
 
 st.subheader("3 · Weigh: softmax over the scores")
 weights_figure = figures.weight_bars if len(keys) <= figures.HOVER_LABEL_LIMIT else figures.attention_line
-st.plotly_chart(weights_figure(v.weights, keys, f"attention weights of {q_label}"), key="w")
+render.chart(weights_figure(v.weights, keys, f"attention weights of {q_label}"), key="w")
 st.caption("Recomputed here, step by step, from the q and k the model captured.")
 
 st.subheader("4 · Mix: the weighted sum of the value vectors")
 left, right = st.columns(2)
-left.plotly_chart(figures.vectors_heatmap(v.weighted_values[shown], shown_keys, "w_j · v_j"), key="wv")
-right.plotly_chart(
+render.chart(figures.vectors_heatmap(v.weighted_values[shown], shown_keys, "w_j · v_j"), key="wv", place=left)
+render.chart(
     figures.vectors_heatmap(
         np.stack([v.output, v.model_output]), ["Σ_j w_j v_j", "model's own head output"], "head output", height=170
     ),
     key="out",
+    place=right,
 )
 st.caption(
     f"Largest difference to the head output the model's own attention kernel computed: {v.max_output_error:.1e}."

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from ui import messages, page, views, widgets
+from ui import messages, page, render, views, widgets
 from viz import figures
 from viz import predictions as P
 from viz.architectures import ENCODER
@@ -50,9 +50,7 @@ def show_candidates(candidates, key):
             "logit": [c.logit for c in candidates],
         }
     )
-    st.plotly_chart(
-        figures.weight_bars(frame["probability"].to_numpy(), frame["token"].tolist(), "probability"), key=key
-    )
+    render.chart(figures.weight_bars(frame["probability"].to_numpy(), frame["token"].tolist(), "probability"), key=key)
 
 
 def show_causal(trace, loaded):
@@ -62,7 +60,7 @@ def show_causal(trace, loaded):
         s = P.surprisal(trace)
         labels = [trace.tokens["source"].display[i] for i in s.positions]
         fig = figures.surprisal_bars(s.bits, s.probability, s.rank, labels)
-        st.plotly_chart(fig, key="surprisal")
+        render.chart(fig, key="surprisal")
     with st.expander("Continue the text (a separate generate call)", expanded=True):
         cols = st.columns(5)
         mode = widgets.radio("Decoding", ["greedy", "sample"], key="decoding", place=cols[0])
@@ -83,7 +81,7 @@ def show_seq2seq(trace, loaded):
     target = trace.tokens["target"]
     output = loaded.tokenizer.decode(target.ids.tolist(), skip_special_tokens=True)
     st.markdown("**Output:** " + messages.literal(output))
-    st.plotly_chart(
+    render.chart(
         figures.weight_bars(p, list(target.display), "probability of each output token when produced"),
         key="target_probs",
     )
@@ -97,7 +95,7 @@ def show_seq2seq(trace, loaded):
 def show_classes(trace, loaded):
     rows = P.class_probabilities(trace, loaded.model.config)
     frame = pd.DataFrame(rows, columns=["label", "probability", "logit"])
-    st.plotly_chart(
+    render.chart(
         figures.weight_bars(frame["probability"].to_numpy(), frame["label"].tolist(), "p(label)"), key="classes"
     )
     numbers = lambda values: "[" + ", ".join(f"{v:.4f}" for v in values) + "]"  # noqa: E731
@@ -200,7 +198,7 @@ def show_embedding(trace, loaded):
         "the last layer's token vectors, normalised to length 1."
     )
     vector = P.sentence_embedding(trace)
-    st.plotly_chart(
+    render.chart(
         figures.vectors_heatmap(vector[None], ["embedding"], f"{len(vector)}-d sentence embedding", height=140),
         key="embedding",
     )
@@ -215,7 +213,7 @@ def show_embedding(trace, loaded):
     names = [x.strip() for x in labels.split(",") if x.strip()]
     if names:
         scores = np.array([P.cosine(vector, P.sentence_embedding(page.trace_for(n))) for n in names])
-        st.plotly_chart(figures.weight_bars(scores, names, "cosine similarity to each label", ".3f"), key="zeroshot")
+        render.chart(figures.weight_bars(scores, names, "cosine similarity to each label", ".3f"), key="zeroshot")
 
 
 LABELLED = ("sequence-classification", "token-classification")

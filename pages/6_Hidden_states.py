@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from ui import messages, page, pickers, views, widgets
+from ui import messages, page, pickers, render, views, widgets
 from viz import figures
 from viz.hidden import dominant_dimensions, layer_cosines, norms, outlier_tokens, pca_2d
 from viz.lens import lens_available, logit_lens
@@ -22,15 +22,17 @@ labels = list(tokens.display)
 
 left, right = st.columns(2)
 # log10: a few tokens (often the first, an "attention sink") grow norms 100× larger than the rest.
-left.plotly_chart(
+render.chart(
     figures.layer_token_heatmap(np.log10(norms(hidden)), labels, "log₁₀ vector norm (layer 0 = embeddings)"),
     key="norms",
+    place=left,
 )
-right.plotly_chart(
+render.chart(
     figures.layer_token_heatmap(
         layer_cosines(hidden), labels, "cosine(before, after) of each layer", "RdBu", zmin=-1, zmax=1
     ),
     key="cosines",
+    place=right,
 )
 
 dominant = dominant_dimensions(hidden)
@@ -59,7 +61,7 @@ if outliers:
         set_aside = tuple(t for t, _, _ in outliers)
 projection = pca_2d(hidden, leave_out, set_aside)
 layer = widgets.slider("PCA: layer", 0, len(hidden) - 1, key="pca_layer", default=len(hidden) - 1)
-st.plotly_chart(
+render.chart(
     figures.token_scatter(
         projection.coords[layer],
         [label for t, label in enumerate(labels) if t not in set_aside],
@@ -101,7 +103,7 @@ for (la, t), _ in np.ndenumerate(top1):  # tokens escaped one by one; the <br> b
         f"{figures.plotly_text([decode(i)])[0]}: {p:.3f}"
         for i, p in zip(lens.top_ids[la, t], lens.top_probs[la, t], strict=True)
     )
-st.plotly_chart(
+render.chart(
     figures.layer_token_heatmap(
         lens.top_probs[..., 0],
         list(lens_tokens.display),

@@ -61,7 +61,7 @@ values = scores.scores[measure] if measure in PATTERNS else getattr(scores, meas
 hover = np.array(
     [[f"layer {layer} · head {head}: {label}" for head, label in enumerate(row)] for layer, row in enumerate(labels)]
 )
-st.plotly_chart(
+render.chart(
     figures.layer_token_heatmap(
         values, [f"h{h}" for h in range(stack.n_heads)], MEASURES[measure], "Blues", role_codes(labels), hover,
         column="head",

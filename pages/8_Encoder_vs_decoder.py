@@ -70,7 +70,7 @@ if curves:
     for column, (name, group) in zip(cols, frame.groupby("statistic", sort=False), strict=False):
         series = {model: (g["depth"], g["value"]) for model, g in group.groupby("model", sort=False)}
         fig = figures.model_lines(series, name, SIDE_COLORS)
-        column.plotly_chart(fig, key=f"curve_{name}")
+        render.chart(fig, key=f"curve_{name}", place=column)
     st.caption(
         "Entropy is normalised by the number of keys each token may see, so a causal decoder's early "
         "tokens (few keys) and an encoder's tokens (all keys) compare fairly."

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from ui import messages, page, widgets
+from ui import messages, page, render, widgets
 from viz import diagrams, figures
 from viz.alignment import alignment
 from viz.architectures import ENCODER_DECODER, RNN
@@ -25,7 +25,7 @@ st.markdown(
     "and writes the output from its **last state alone**. However long the input, everything the decoder "
     "will ever know about it must fit through that one vector:"
 )
-st.plotly_chart(diagrams.bottleneck_diagram(), key="walk_bottleneck", config={"displayModeBar": False})
+render.chart(diagrams.bottleneck_diagram(), key="walk_bottleneck", config={"displayModeBar": False})
 trace = page.current_trace(
     recurrent=True,
     offer=page.Offer(
@@ -77,7 +77,7 @@ st.markdown(
     "numbers, and nothing else:"
 )
 last_state = plain.hidden_states["encoder"][0][-1:]
-st.plotly_chart(
+render.chart(
     figures.vectors_heatmap(last_state, ["h_n"], "the encoder's last state: all the decoder gets", height=150),
     key="walk_last_state",
 )
@@ -96,7 +96,7 @@ st.markdown(
 )
 for shown in dict.fromkeys((walk_task, LONG_INPUTS)):
     measured = bottleneck(shown)
-    st.plotly_chart(by_length_figure(measured, {k: name(k) for k in measured.by_length}), key=f"walk_length_{shown}")
+    render.chart(by_length_figure(measured, {k: name(k) for k in measured.by_length}), key=f"walk_length_{shown}")
 long_inputs = bottleneck(LONG_INPUTS)
 st.markdown(f"Held-out inputs of {long_inputs.title} the model without attention gets wrong, longest first:")
 st.dataframe(pd.DataFrame(long_inputs.only_attention_right), hide_index=True)
@@ -113,7 +113,7 @@ transformer_alpha = alignment(paired).overall_mean()
 outputs = paired.tokens["target"]
 pair_step = step_slider(paired, "walk_step")
 messages.say(st.markdown, "While writing {step}, the RNN's α over the input:", step=step_name(outputs, pair_step))
-st.plotly_chart(
+render.chart(
     figures.weight_bars(rnn_alpha[pair_step], list(source.display), f"α_t,i ({name(models.with_attention)})"),
     key="walk_rnn_alpha",
 )
@@ -125,8 +125,8 @@ st.markdown(
 for place, (title, weights) in zip(st.columns(2), {name(models.with_attention): rnn_alpha,
                                                    name(paired.model_key) + ", cross-attention": transformer_alpha
                                                    }.items(), strict=True):  # fmt: skip
-    place.plotly_chart(figures.attention_heatmap(weights, outputs.display, source.display, title=title, zmax=top,
-                                                 colorscale="gray"), key=f"walk_pair_{title}")  # fmt: skip
+    render.chart(figures.attention_heatmap(weights, outputs.display, source.display, title=title, zmax=top,
+                                                 colorscale="gray"), key=f"walk_pair_{title}", place=place)  # fmt: skip
 
 st.header("3 · Scores from queries and keys")
 walked = trace if page.current_model().adapter.layered else paired  # a transformer's queries and keys from here on
@@ -150,18 +150,21 @@ messages.say(
     "2015), with its real vectors:",
     output=page.output_text(walked), step=step_name(target, step), layer=layer,
 )  # fmt: skip
-st.plotly_chart(figures.weight_bars(v.dots, list(source.display), "q · k for each input token", ".2f"), key="walk_dots")
+render.chart(figures.weight_bars(v.dots, list(source.display), "q · k for each input token", ".2f"), key="walk_dots")
 
 st.header("4 · Scale, then softmax (Vaswani et al. 2017)")
 d = cross.d_head
 unscaled = softmax(np.where(v.masked, -np.inf, v.dots))
 left, right = st.columns(2)
-left.plotly_chart(
-    figures.weight_bars(unscaled, list(source.display), "softmax(q·k): without scaling"), key="walk_unscaled"
+render.chart(
+    figures.weight_bars(unscaled, list(source.display), "softmax(q·k): without scaling"),
+    key="walk_unscaled",
+    place=left,
 )
-right.plotly_chart(
+render.chart(
     figures.weight_bars(v.weights, list(source.display), f"what the model uses (scale {v.scaling:.3g})"),
     key="walk_scaled",
+    place=right,
 )
 st.markdown(
     f"Dot products of {d}-dimensional vectors grow with √{d}; dividing by √d keeps the softmax from "
@@ -174,8 +177,10 @@ st.markdown("Each head has its own W_q, W_k, W_v and so its own idea of what to 
 heads = cross.attention(layer, rows=this_step)[:, 0]
 columns = st.columns(min(4, len(heads)))
 for head in range(len(heads)):
-    columns[head % len(columns)].plotly_chart(
-        figures.weight_bars(heads[head], list(source.display), f"layer {layer}, head {head}"), key=f"walk_head{head}"
+    render.chart(
+        figures.weight_bars(heads[head], list(source.display), f"layer {layer}, head {head}"),
+        key=f"walk_head{head}",
+        place=columns[head % len(columns)],
     )
 
 st.header("6 · Self-attention")
@@ -183,4 +188,4 @@ st.markdown(
     "Take queries and keys from the **same** sequence and the same mechanism lets every input token look at "
     "every other: the encoder's self-attention (layer 0, mean over heads)."
 )
-st.plotly_chart(figures.attention_heatmap(encoder.head_mean(0), source.display, source.display), key="walk_self")
+render.chart(figures.attention_heatmap(encoder.head_mean(0), source.display, source.display), key="walk_self")

@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from ui import messages, page, widgets
+from ui import messages, page, render, widgets
 from viz import figures
 from viz.ablation import hidden_cosine, prediction_shift
 from viz.predictions import top_candidates
@@ -36,7 +36,7 @@ if trace.has_logits:
         st.metric("KL divergence of the label distribution (bits)", f"{float(kl):.4f}")
     else:
         rows = trace.output_tokens
-        st.plotly_chart(
+        render.chart(
             figures.weight_bars(kl, list(rows.display), "KL(original ‖ ablated) per position, bits", ".4f"), key="kl"
         )
         position = int(kl.argmax())
@@ -58,7 +58,7 @@ if trace.has_logits:
 else:
     stack = next(iter(trace.hidden_states))
     cosine = hidden_cosine(trace.hidden_states[stack], ablated.hidden_states[stack])
-    st.plotly_chart(
+    render.chart(
         figures.weight_bars(
             cosine, list(trace.tokens["source"].display), "cosine(last hidden state, ablated) per token", ".4f"
         ),

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from ui import widgets
+from ui import presenter, widgets
 from ui.cold_start import page_config
 from ui.messages import literal, say, say_cut, size_text
 from ui.sidebar import Sidebar, from_url, length_box, sidebar, target_box
@@ -55,6 +55,7 @@ def setup(title: str) -> None:
     with st.sidebar:
         st.markdown("### 🔭 Attention Atlas")
         st.iframe(copy_link_html(), height=COPY_LINK_HEIGHT)
+        presenter.switch()
         for path, label, tooltip in pages():
             st.page_link(path, label=label, help=tooltip or None)
     st.title(title)

@@ -7,9 +7,10 @@ import re
 import numpy as np
 import streamlit as st
 
-from ui import widgets
+from ui import presenter, widgets
 from ui.pickers import Region
 from viz import export, figures
+from viz.lesson import figure_html
 from viz.tokens import MatrixView, crop_view, pool_view
 from viz.trace import Trace
 
@@ -64,10 +65,26 @@ def _draw(shown: MatrixView, title: str, key: str, **kwargs) -> MatrixView:
     return shown
 
 
-def chart(fig, key: str, **kwargs) -> None:
-    """A plotly figure whose camera button saves a PNG named after the chart."""
-    config = {"toImageButtonOptions": {"format": "png", "filename": key, "scale": 2}}
-    st.plotly_chart(fig, key=key, config=config, **kwargs)
+def chart(fig, key: str, place=st, **kwargs):
+    """Every figure of the app is drawn here: enlarged in presenter mode, its camera button saving an SVG
+    named after the chart, and a link under it that saves it as one HTML file (plotly's JavaScript inlined:
+    it opens without a server or a network). Returns plotly_chart's selection, where it has one."""
+    config = {"toImageButtonOptions": {"format": "svg", "filename": key}, **kwargs.pop("config", {})}
+    drawn = place.plotly_chart(figures.scaled(fig, presenter.scale()), key=key, config=config, **kwargs)
+    place.download_button(
+        "Figure as HTML",
+        data=lambda: figure_html(fig, _figure_title(fig, key)).encode(),
+        file_name=f"{key}.html",
+        mime="text/html",
+        key=f"html_{key}",
+        type="tertiary",
+        icon=":material/download:",
+    )
+    return drawn
+
+
+def _figure_title(fig, key: str) -> str:
+    return re.sub(r"<[^>]+>", "", fig.layout.title.text or "") or key.replace("_", " ")
 
 
 def downloads(views: dict[str, MatrixView], trace: Trace) -> None:

@@ -141,6 +141,20 @@ def slider(label: str, lo, hi, *, key: str, default=None, place=st, in_url: bool
     return _draw(place, "slider", key, in_url, label, lo, hi, **kwargs)
 
 
+def stepper(label: str, lo: int, hi: int, *, key: str, default: int | None = None) -> int:
+    """A slider over steps lo..hi with ◀ ▶ buttons beside it (presenter mode's arrow keys press them).
+    One per page: the buttons' keys are fixed, so the keys find them."""
+
+    def move(by: int) -> None:
+        st.session_state[key] = min(max(int(st.session_state[key]) + by, lo), hi)
+
+    back, middle, forward = st.columns([1, 12, 1], vertical_alignment="bottom")
+    value = slider(label, lo, hi, key=key, default=default, place=middle)
+    back.button("◀", key="stepper_back", on_click=move, args=(-1,), disabled=value <= lo, help="One step back (←)")
+    forward.button("▶", key="stepper_next", on_click=move, args=(1,), disabled=value >= hi, help="One step on (→)")
+    return value
+
+
 def number_input(label: str, lo, hi, *, key: str, default=None, place=st, in_url: bool = True, **kwargs) -> Any:
     """A number in [lo, hi] typed into a box (default: lo)."""
     default = lo if default is None else default
@@ -150,7 +164,9 @@ def number_input(label: str, lo, hi, *, key: str, default=None, place=st, in_url
 
 
 def checkbox(label: str, *, key: str, default: bool = False, place=st, in_url: bool = True, **kwargs) -> bool:
-    _settle(key, {"True": True, "False": False}.get, lambda v: isinstance(v, bool), default, in_url)
+    """A tick box; a link may write it True/False or 1/0."""
+    parse = {"True": True, "False": False, "1": True, "0": False}.get
+    _settle(key, parse, lambda v: isinstance(v, bool), default, in_url)
     return _draw(place, "checkbox", key, in_url, label, **kwargs)
 
 

@@ -426,3 +426,46 @@ def waiting_figure(message: str, height: int = 420) -> go.Figure:
     figure = go.Figure(layout=dict(height=height, xaxis_visible=False, yaxis_visible=False, plot_bgcolor="#f4f6f9"))
     figure.add_annotation(text=message, showarrow=False, font=dict(size=14, color="#555"))
     return figure
+
+
+PLOTLY_FONT_SIZE, PLOTLY_HEIGHT = 12, 450  # plotly's defaults where a figure sets none
+
+
+def _grown(node: object, factor: float, font: bool = False) -> object:
+    """Every font size and padding under `node` (a figure's JSON) × factor: the `size` of any dict named
+    …font, and the sides of any `pad` (a title's room under the toolbar grows with the toolbar)."""
+    if isinstance(node, dict):
+        return {
+            key: (value * factor if font and key == "size" and isinstance(value, int | float) else
+                  {side: v * factor for side, v in value.items()} if key == "pad" and isinstance(value, dict) else
+                  _grown(value, factor, key.endswith("font")))
+            for key, value in node.items()
+        }  # fmt: skip
+    if isinstance(node, list | tuple) and node and isinstance(node[0], dict):  # annotations, shapes
+        return [_grown(item, factor) for item in node]
+    return node
+
+
+def scaled(fig: go.Figure, factor: float) -> go.Figure:
+    """A copy of the figure for a projector: every font, its height and its margins × factor.
+
+    One place enlarges every figure of the app (presenter mode), whatever sizes each figure chose.
+    """
+    if factor == 1:
+        return fig
+    layout = _grown(fig.layout.to_plotly_json(), factor)
+    layout.setdefault("font", {})
+    layout["font"]["size"] = (fig.layout.font.size or PLOTLY_FONT_SIZE) * factor
+    layout["height"] = (fig.layout.height or PLOTLY_HEIGHT) * factor
+    margin = layout.setdefault("margin", {})
+    for side, default in (("l", 80), ("r", 80), ("t", 100), ("b", 80)):
+        margin[side] = (margin.get(side, default)) * factor
+    legend = layout.get("legend", {})
+    if legend.get("y", 0) < 0:  # a legend under the plot moves down as far as its axis title grew
+        legend["y"] *= factor
+    out = go.Figure(fig)
+    out.layout = layout
+    for trace in out.data:
+        fonts = {k: v for k, v in trace.to_plotly_json().items() if k.endswith("font") and isinstance(v, dict)}
+        trace.update(_grown(fonts, factor))
+    return out

@@ -30,7 +30,8 @@ def lesson_html(title: str, sections: Sequence[Section], link: str = "") -> str:
             f'<p class="link">Live view: <a href="{html.escape(link, quote=True)}">{html.escape(link)}</a></p>'
         )
     for number, section in enumerate(sections):
-        parts.append(f"<h2>{html.escape(section.heading)}</h2><p>{html.escape(section.text)}</p>")
+        parts += [f"<h2>{html.escape(section.heading)}</h2>"] if section.heading else []
+        parts += [f"<p>{html.escape(section.text)}</p>"] if section.text else []
         for index, figure in enumerate(section.figures):
             parts.append(figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"figure-{number}-{index}",
                                         config={"displaylogo": False}))  # fmt: skip
@@ -38,3 +39,8 @@ def lesson_html(title: str, sections: Sequence[Section], link: str = "") -> str:
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{STYLE}</style><script>{get_plotlyjs()}</script></head><body>{''.join(parts)}</body></html>"
     )
+
+
+def figure_html(figure: go.Figure, title: str, link: str = "") -> str:
+    """One figure as a standalone HTML file (a lesson of one section, opens offline)."""
+    return lesson_html(title, [Section("", "", (figure,))], link)

@@ -1,0 +1,143 @@
+"""Issue 24: presenter mode, and every figure handed out as SVG and as one HTML file that opens offline.
+
+In Chromium, on the session's one app server: with `present=1` the sidebar is folded away, the app's text and
+every figure are larger, and no text overlaps at 1440×900 or 1920×1080; → and ← press the Generation page's
+stepper (exactly one step each) and walk the guided walk's chapters; a figure's "Figure as HTML" file opens
+with every request blocked and holds the page's own numbers; the camera button saves SVG.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from tests.browser import CHROMIUM, wait_until_idle
+from tests.test_layout import _lasting_overlaps
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed"),
+]
+GENERATION = "/Generation?model=smollm2&text=The+capital+of+France+is&gen_tokens=6&present=1"
+WALK = "/Guided_walk?model=word-order&text=the+small+black+cat+sees+the+big+white+dog&present=1"
+PAGES = {
+    "Generation": GENERATION,
+    "Guided_walk": WALK,
+    "Fill-mask": "/Predictions?model=minilm-mlm&text=This+course+will+teach+you+all+about+%5BMASK%5D+models.&present=1",
+    "Attention_maps": "/?model=minilm&text=The+cat+sat+on+the+mat+because+it+was+warm.&present=1",
+}
+SIZES = ((1440, 900), (1920, 1080))
+# Every heatmap layer's numbers as the page and the file hold them (plotly's base64 float arrays).
+Z = "JSON.stringify(document.querySelector('.js-plotly-plot').data.filter(t => t.z).map(t => t.z))"
+TITLE_SIZE = "() => parseFloat(document.querySelector('.js-plotly-plot .gtitle').style.fontSize)"
+
+
+def _open(chromium, url: str, width: int = 1440, height: int = 900):
+    page = chromium.new_page(viewport={"width": width, "height": height})
+    page.goto(url)
+    wait_until_idle(page)
+    return page
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_presenter_mode_folds_the_sidebar_enlarges_and_overlaps_nothing(chromium, app_url, name):
+    page = _open(chromium, app_url + PAGES[name])
+    try:
+        assert page.locator('[data-testid="stException"]').count() == 0
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        assert sidebar.get_attribute("aria-expanded") == "false" or sidebar.bounding_box()["x"] < -100
+        assert page.evaluate("getComputedStyle(document.documentElement).fontSize") == "22px"
+        found = {}
+        for width, height in SIZES:
+            page.set_viewport_size({"width": width, "height": height})
+            found[f"{width}x{height}"] = _lasting_overlaps(page)
+        assert found == {f"{w}x{h}": [] for w, h in SIZES}, found
+    finally:
+        page.close()
+
+
+def test_figures_are_larger_in_presenter_mode(chromium, app_url):
+    """The same figure's title font, with and without present=1: × 1.4 (ui.presenter.FIGURE_SCALE)."""
+    sizes = []
+    for present in ("0", "1"):
+        page = _open(chromium, app_url + PAGES["Attention_maps"].replace("present=1", f"present={present}"))
+        page.wait_for_selector(".js-plotly-plot .gtitle")
+        sizes.append(page.evaluate(TITLE_SIZE))
+        page.close()
+    assert sizes[1] == pytest.approx(1.4 * sizes[0], rel=0.01), sizes
+
+
+def _step(page) -> int:
+    return int(re.search(r"gen_step=(\d+)", page.url).group(1))
+
+
+def _press(page, key: str) -> None:
+    page.keyboard.press(key)
+    page.wait_for_timeout(500)
+    wait_until_idle(page)
+
+
+def test_arrow_keys_press_the_generation_stepper_one_step_each(chromium, app_url):
+    page = _open(chromium, app_url + GENERATION)
+    try:
+        assert "present=True" in page.url  # the switch lives in the link
+        page.locator('[data-testid="stMain"] h1').click()  # focus on the page, not on a widget
+        for key, expected in (("ArrowRight", 2), ("ArrowRight", 3), ("ArrowLeft", 2)):
+            _press(page, key)
+            page.wait_for_function(f"() => location.search.includes('gen_step={expected}')", timeout=60_000)
+            assert _step(page) == expected
+            assert page.get_by_text(f"Step {expected} of 6").count() == 1
+        page.get_by_label("Seed").focus()  # typing in a box: the arrows move its caret, not the step
+        _press(page, "ArrowRight")
+        assert _step(page) == 2
+    finally:
+        page.close()
+
+
+HEADING_AT_TOP = """() => {
+  const main = document.querySelector('[data-testid=stMain]');
+  const line = main.getBoundingClientRect().top;
+  const near = [...main.querySelectorAll('h2')].filter(h => Math.abs(h.getBoundingClientRect().top - line - 99) < 30);
+  return near.length ? near[0].textContent : null;
+}"""
+
+
+def test_arrow_keys_walk_the_chapters(chromium, app_url):
+    page = _open(chromium, app_url + WALK)
+    try:
+        page.locator('[data-testid="stMain"] h1').click()
+        seen = []
+        for key in ("ArrowRight", "ArrowRight", "ArrowRight", "ArrowLeft"):
+            page.keyboard.press(key)
+            page.wait_for_timeout(400)
+            seen.append(page.evaluate(HEADING_AT_TOP))
+        assert [s.split(" · ")[0] if s else None for s in seen] == ["1", "2", "3", "2"], seen
+    finally:
+        page.close()
+
+
+def test_a_figure_saved_as_html_opens_offline_with_the_pages_numbers(chromium, app_url, tmp_path):
+    page = _open(chromium, app_url + PAGES["Attention_maps"].replace("&present=1", ""))
+    try:
+        page.wait_for_selector(".js-plotly-plot")
+        config = page.evaluate("document.querySelector('.js-plotly-plot')._context.toImageButtonOptions")
+        assert config["format"] == "svg"
+        shown = page.evaluate(Z)
+        with page.expect_download() as download:
+            page.get_by_text("Figure as HTML").first.click()
+        path = tmp_path / "figure.html"
+        download.value.save_as(path)
+    finally:
+        page.close()
+    offline = chromium.new_page()
+    requests = []
+    offline.on("request", lambda request: requests.append(request.url))
+    offline.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file:") else r.abort())
+    offline.goto(path.as_uri())
+    offline.wait_for_selector(".plotly-graph-div .main-svg")
+    assert requests == [path.as_uri()]
+    saved = offline.evaluate(Z)
+    offline.close()
+    assert saved == shown and "bdata" in saved and len(saved) > 200
