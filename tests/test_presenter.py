@@ -131,13 +131,39 @@ def test_a_figure_saved_as_html_opens_offline_with_the_pages_numbers(chromium, a
         download.value.save_as(path)
     finally:
         page.close()
-    offline = chromium.new_page()
-    requests = []
-    offline.on("request", lambda request: requests.append(request.url))
-    offline.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file:") else r.abort())
-    offline.goto(path.as_uri())
+    offline, requests = _offline(chromium, path)
     offline.wait_for_selector(".plotly-graph-div .main-svg")
     assert requests == [path.as_uri()]
     saved = offline.evaluate(Z)
     offline.close()
     assert saved == shown and "bdata" in saved and len(saved) > 200
+
+
+def _offline(chromium, path):
+    """The file opened with every request but the file itself blocked: (page, requests made)."""
+    page, requests = chromium.new_page(), []
+    page.on("request", lambda request: requests.append(request.url))
+    page.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file:") else r.abort())
+    page.goto(path.as_uri())
+    return page, requests
+
+
+def test_the_walk_saves_as_one_lesson_with_every_chapter_and_figure(chromium, app_url, tmp_path):
+    page = _open(chromium, app_url + WALK.replace("&present=1", ""))
+    try:
+        page.wait_for_timeout(1500)
+        headings = page.evaluate("[...document.querySelectorAll('[data-testid=stMain] h2')].map(h => h.textContent)")
+        figures = page.locator("[data-testid=stMain] .js-plotly-plot").count()
+        with page.expect_download() as download:
+            page.get_by_text("Save the walk as one lesson file").click()
+        path = tmp_path / "walk.html"
+        download.value.save_as(path)
+    finally:
+        page.close()
+    lesson, requests = _offline(chromium, path)
+    lesson.wait_for_function(f"document.querySelectorAll('.plotly-graph-div .main-svg').length >= {figures}")
+    assert requests == [path.as_uri()]
+    assert lesson.evaluate("[...document.querySelectorAll('h2')].map(h => h.textContent)") == headings
+    assert len(headings) == 10 and lesson.locator(".plotly-graph-div").count() == figures
+    assert "Live view: " in lesson.inner_text("body") and "Guided_walk?" in lesson.inner_text("body")
+    lesson.close()

@@ -1,16 +1,19 @@
-"""Drawing matrices on a page: one heatmap, maps side by side on one colour scale, and downloads."""
+"""Drawing figures on a page: every plotly figure (`chart`), heatmaps of matrices, maps side by side on one
+colour scale, downloads, and a page's chapters handed out as one lesson file (`Handout`)."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
+from urllib.parse import urlencode
 
 import numpy as np
 import streamlit as st
 
-from ui import presenter, widgets
+from ui import messages, presenter, widgets
 from ui.pickers import Region
 from viz import export, figures
-from viz.lesson import figure_html
+from viz.lesson import Section, figure_html, lesson_html
 from viz.tokens import MatrixView, crop_view, pool_view
 from viz.trace import Trace
 
@@ -105,3 +108,38 @@ def downloads(views: dict[str, MatrixView], trace: Trace) -> None:
         mime="application/octet-stream",
         key="npz",
     )
+
+
+class Handout:
+    """A page's chapters as it draws them -- headings, the text to read aloud, figures -- kept to hand out as
+    one lesson file that opens without a server or a network (viz.lesson), with the link back to the view."""
+
+    def __init__(self) -> None:
+        self.sections: list[Section] = []
+
+    def chapter(self, heading: str) -> None:
+        st.header(heading)
+        self.sections.append(Section(heading, ""))
+
+    def text(self, template: str, /, **quoted: object) -> None:
+        """The app's own Markdown with user or model text filled in literally (messages.say); the lesson keeps
+        it as plain text."""
+        messages.say(st.markdown, template, **quoted)
+        plain = template.format_map({k: str(v) for k, v in quoted.items()}).replace("**", "").replace("  \n", " ")
+        self._add(text=plain)
+
+    def chart(self, fig, key: str, place=st, **kwargs):
+        drawn = chart(fig, key, place, **kwargs)
+        self._add(figures=(fig,))
+        return drawn
+
+    def _add(self, text: str = "", figures: tuple = ()) -> None:
+        last = self.sections.pop() if self.sections else Section("", "")
+        joined = " ".join(part for part in (last.text, text) if part)
+        self.sections.append(replace(last, text=joined, figures=last.figures + figures))
+
+    def download(self, title: str, file_name: str, label: str) -> None:
+        """The button that saves the lesson (built only when clicked)."""
+        link = f"{st.context.url}?{urlencode(st.query_params.to_dict())}"
+        st.download_button(label, data=lambda: lesson_html(title, self.sections, link).encode(),
+                           file_name=file_name, mime="text/html", key=f"handout_{file_name}")  # fmt: skip
