@@ -85,14 +85,13 @@ walk.chart(
     figures.vectors_heatmap(last_state, ["h_n"], "the encoder's last state: all the decoder gets", height=150),
     key="walk_last_state",
 )
-st.dataframe(
+walk.table(
     pd.DataFrame(
         {
             "model": [name(t.model_key) for t in (plain, attending, paired)],
             "writes": [page.output_text(t) for t in (plain, attending, paired)],
         }
-    ),  # fmt: skip
-    hide_index=True,
+    )
 )
 walk.text(
     "On short inputs one vector can be enough. As inputs grow, it is not — held-out exact match by input length, "
@@ -103,7 +102,7 @@ for shown in dict.fromkeys((walk_task, LONG_INPUTS)):
     walk.chart(by_length_figure(measured, {k: name(k) for k in measured.by_length}), key=f"walk_length_{shown}")
 long_inputs = bottleneck(LONG_INPUTS)
 walk.text(f"Held-out inputs of {long_inputs.title} the model without attention gets wrong, longest first:")
-st.dataframe(pd.DataFrame(long_inputs.only_attention_right), hide_index=True)
+walk.table(pd.DataFrame(long_inputs.only_attention_right))
 
 walk.chapter("2 · Look back instead (Bahdanau et al. 2015)")
 walk.text(
@@ -213,12 +212,12 @@ walk.text(
     text=POSITION_TEXT,
 )
 repeats = [same_token_two_places(t) for t in beside]
-st.dataframe(pd.DataFrame([
+walk.table(pd.DataFrame([
     {"model": t.model_name, "position": a.positions, "token": r.token, "places": f"{r.first} and {r.second}",
      "inputs alike: cos(x₁, x₂)": round(r.input_cosine, 4),
      "layer-0 queries alike: cos(q₁, q₂)": round(r.query_cosine, 4)}
     for t, a, r in zip(beside, adapters, repeats, strict=True) if r
-]), hide_index=True)  # fmt: skip
+]))  # fmt: skip
 walk.text(
     "Added positions (learned, or sinusoidal) change the input vector itself: the two copies differ before the "
     "first layer. Rotary positions (RoPE) leave the inputs identical (cosine 1.0000) and turn q and k by an angle "
@@ -258,6 +257,6 @@ walk.text(
     "an encoder and writes with a decoder that looks back at it: for translation. Every attention of the three "
     "models here:"
 )
-st.dataframe(pd.DataFrame([row for t in beside for row in attention_kinds(t)]), hide_index=True)
+walk.table(pd.DataFrame([row for t in beside for row in attention_kinds(t)]))
 walk.download(f"Guided walk: from RNN to attention ({walked.model_name})", "guided-walk.html",
               "Save the walk as one lesson file (HTML, opens offline)")  # fmt: skip

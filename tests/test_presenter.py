@@ -125,6 +125,12 @@ def test_a_figure_saved_as_html_opens_offline_with_the_pages_numbers(chromium, a
         config = page.evaluate("document.querySelector('.js-plotly-plot')._context.toImageButtonOptions")
         assert config["format"] == "svg"
         shown = page.evaluate(Z)
+        page.locator(".js-plotly-plot").first.hover()
+        with page.expect_download() as camera:  # the toolbar's camera: an SVG, drawn by plotly.js in the browser
+            page.locator(".js-plotly-plot").first.locator('.modebar-btn[data-title^="Download plot"]').click()
+        svg = tmp_path / "figure.svg"
+        camera.value.save_as(svg)
+        assert svg.read_text().startswith("<svg") and camera.value.suggested_filename.endswith(".svg")
         with page.expect_download() as download:
             page.get_by_text("Figure as HTML").first.click()
         path = tmp_path / "figure.html"
@@ -166,4 +172,6 @@ def test_the_walk_saves_as_one_lesson_with_every_chapter_and_figure(chromium, ap
     assert lesson.evaluate("[...document.querySelectorAll('h2')].map(h => h.textContent)") == headings
     assert len(headings) == 10 and lesson.locator(".plotly-graph-div").count() == figures
     assert "Live view: " in lesson.inner_text("body") and "Guided_walk?" in lesson.inner_text("body")
+    assert lesson.locator("table").count() == 4  # the walk's tables, with their numbers
+    assert "\t1.0000\t" in lesson.locator("table").nth(2).inner_text()  # SmolLM2's identical inputs under RoPE
     lesson.close()

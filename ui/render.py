@@ -3,6 +3,7 @@ colour scale, downloads, and a page's chapters handed out as one lesson file (`H
 
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import replace
 from urllib.parse import urlencode
@@ -87,7 +88,8 @@ def chart(fig, key: str, place=st, **kwargs):
 
 
 def _figure_title(fig, key: str) -> str:
-    return re.sub(r"<[^>]+>", "", fig.layout.title.text or "") or key.replace("_", " ")
+    """The figure's own title as plain text (plotly's markup and escaped tokens undone: the lesson escapes it)."""
+    return html.unescape(re.sub(r"<[^>]+>", "", fig.layout.title.text or "")) or key.replace("_", " ")
 
 
 def downloads(views: dict[str, MatrixView], trace: Trace) -> None:
@@ -133,10 +135,14 @@ class Handout:
         self._add(figures=(fig,))
         return drawn
 
-    def _add(self, text: str = "", figures: tuple = ()) -> None:
+    def table(self, frame) -> None:
+        st.dataframe(frame, hide_index=True)
+        self._add(tables=(frame,))
+
+    def _add(self, text: str = "", figures: tuple = (), tables: tuple = ()) -> None:
         last = self.sections.pop() if self.sections else Section("", "")
         joined = " ".join(part for part in (last.text, text) if part)
-        self.sections.append(replace(last, text=joined, figures=last.figures + figures))
+        self.sections.append(replace(last, text=joined, figures=last.figures + figures, tables=last.tables + tables))
 
     def download(self, title: str, file_name: str, label: str) -> None:
         """The button that saves the lesson (built only when clicked)."""

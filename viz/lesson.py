@@ -1,5 +1,5 @@
-"""A lesson as one HTML file that opens without a server or a network: headings, text read aloud, figures
-(plotly's JavaScript inlined once, nothing fetched), and the link back to the live view."""
+"""A lesson as one HTML file that opens without a server or a network: headings, text read aloud, tables,
+figures (plotly's JavaScript inlined once, nothing fetched), and the link back to the live view."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from plotly.offline import get_plotlyjs
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2rem auto;padding:0 1rem;color:#222}
 h1{font-size:1.8rem}h2{font-size:1.3rem;margin-top:2.5rem;border-top:1px solid #ddd;padding-top:1rem}
-p{font-size:1.05rem;line-height:1.5}.link{font-size:.9rem;color:#555}"""
+p{font-size:1.05rem;line-height:1.5}.link{font-size:.9rem;color:#555}
+table{border-collapse:collapse;margin:1rem 0}td,th{border-bottom:1px solid #ddd;padding:.3rem .6rem;text-align:left}"""
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class Section:
     heading: str
     text: str  # plain text: escaped, never read as HTML
     figures: tuple[go.Figure, ...] = ()
+    tables: tuple = ()  # pandas DataFrames, drawn after the text (every cell escaped)
 
 
 def lesson_html(title: str, sections: Sequence[Section], link: str = "") -> str:
@@ -32,6 +34,8 @@ def lesson_html(title: str, sections: Sequence[Section], link: str = "") -> str:
     for number, section in enumerate(sections):
         parts += [f"<h2>{html.escape(section.heading)}</h2>"] if section.heading else []
         parts += [f"<p>{html.escape(section.text)}</p>"] if section.text else []
+        parts += [table.to_html(index=False, escape=True, border=0, float_format=lambda x: f"{x:.4f}")
+                  for table in section.tables]  # fmt: skip
         for index, figure in enumerate(section.figures):
             parts.append(figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"figure-{number}-{index}",
                                         config={"displaylogo": False}))  # fmt: skip
