@@ -1,5 +1,6 @@
-"""Issue 12: the course's fill-mask and sentiment examples offline -- task heads trained by
-training/minilm_heads.py on the frozen MiniLM encoder, loaded through the ordinary code path."""
+"""Issues 12 and 24: the course's fill-mask and sentiment examples offline -- a sentiment head trained by
+training/minilm_heads.py on the frozen MiniLM encoder, and MiniLM trained whole as a masked language model by
+training/minilm_mlm.py (its own attention), both loaded through the ordinary code path."""
 
 import json
 
@@ -11,7 +12,7 @@ from transformers import pipeline
 from tests.apptest import problems, run_page
 from tests.conftest import ROOT
 from viz import predictions as P
-from viz.models import COURSE_EXAMPLES, load_model
+from viz.models import COURSE_EXAMPLES, FILL_MASK_EXAMPLE, load_model
 from viz.trace import build_trace
 
 FILL_MASK, SENTIMENT = COURSE_EXAMPLES[2], COURSE_EXAMPLES[4]
@@ -27,31 +28,64 @@ def sentiment():
     return load_model("minilm-sentiment")
 
 
-@pytest.mark.parametrize("head", ["mlm", "sentiment"])
-def test_heads_are_small_measured_and_documented(head):
-    folder = ROOT / "models" / f"minilm-{head}"
+def test_the_fill_mask_model_is_small_measured_and_documented():
+    folder = ROOT / "models" / "minilm-mlm"
+    assert (folder / "weights.safetensors").stat().st_size <= 25_000_000
+    assert not (folder / "head.safetensors").exists()  # the frozen-encoder head it replaces
+    metrics = json.loads((folder / "metrics.json").read_text())
+    card = (folder / "README.md").read_text()
+    for needed in ("fortunes", "BSD", "python3-doc", "PSF", "held-out", "python -m training.minilm_mlm"):
+        assert needed in card, needed
+    assert metrics["top5"] >= 0.5 and metrics["top5"] > metrics["top5_before"] + 0.2
+    assert f"**{metrics['top5']:.3f}**" in card
+
+
+def test_the_sentiment_head_is_small_measured_and_documented():
+    folder = ROOT / "models" / "minilm-sentiment"
     assert (folder / "head.safetensors").stat().st_size <= 20_000_000
     metrics = json.loads((folder / "metrics.json").read_text())
     card = (folder / "README.md").read_text()
     assert "fortunes" in card and "BSD" in card and "held-out" in card and "python -m training.minilm_heads" in card
     assert metrics["train_seconds"] <= 15 * 60
-    if head == "mlm":  # below the issue's 50 %: the card must say so, and why
-        assert metrics["top5"] >= 0.2 and metrics["top1"] >= 0.08
-        assert metrics["top5"] >= 0.5 or ("asked for top-5 ≥ 50 %" in card and "Why not higher" in card)
-    else:
-        assert metrics["built_held_out_accuracy"] >= 0.9 and "VADER" in card
-        assert metrics["course_sentence"]["POSITIVE"] > 0.5
+    assert metrics["built_held_out_accuracy"] >= 0.9 and "VADER" in card
+    assert metrics["course_sentence"]["POSITIVE"] > 0.5
 
 
-def test_both_load_with_every_weight_trained_and_the_encoders_attention_unchanged(mlm, sentiment, minilm):
+def test_the_fill_mask_model_has_its_own_attention_and_minilms_word_embeddings(mlm, minilm):
+    """Trained whole: its attention is not MiniLM's; only the word embeddings (tied to its decoder) are."""
     assert type(mlm.model).__name__ == "BertForMaskedLM" and mlm.untrained_head == ()
+    plain = build_trace(minilm, FILL_MASK).stacks["encoder"]
+    own = build_trace(mlm, FILL_MASK).stacks["encoder"]
+    for layer in (0, 5):
+        assert np.abs(own.attention(layer) - plain.attention(layer)).max() > 0.05
+    words = mlm.model.bert.embeddings.word_embeddings.weight
+    torch.testing.assert_close(words, minilm.model.embeddings.word_embeddings.weight, rtol=0, atol=0)
+    assert mlm.model.cls.predictions.decoder.weight.data_ptr() == words.data_ptr()
+
+
+def test_the_sentiment_head_leaves_the_encoders_attention_unchanged(sentiment, minilm):
     assert type(sentiment.model).__name__ == "BertForSequenceClassification" and sentiment.untrained_head == ()
     assert sentiment.model.config.id2label == {0: "NEGATIVE", 1: "POSITIVE"}
     plain = build_trace(minilm, FILL_MASK).stacks["encoder"]
-    for loaded in (mlm, sentiment):
-        stack = build_trace(loaded, FILL_MASK).stacks["encoder"]
-        for layer in (0, 5):
-            np.testing.assert_array_equal(stack.attention(layer), plain.attention(layer))
+    stack = build_trace(sentiment, FILL_MASK).stacks["encoder"]
+    for layer in (0, 5):
+        np.testing.assert_array_equal(stack.attention(layer), plain.attention(layer))
+
+
+FUNCTION_WORDS = {"of", "and", "to", "in", "is", "was", "for", "on", "that", "it", "with", "as", "by", "at"}
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [FILL_MASK_EXAMPLE, "Python is a programming [MASK].", "I looked at my [MASK] and saw that it was late."],
+)
+def test_the_course_sentences_get_plausible_words(mlm, sentence):
+    """The issue's complaint: the course sentence's top-5 were ".", "the", "of", "," and "a". Now every one of
+    the five is a whole word (no punctuation, no word piece) that can stand there, not a stray function word."""
+    trace = build_trace(mlm, sentence)
+    (candidates,) = P.fill_mask(trace, mlm.tokenizer, k=5).values()
+    words = [c.token for c in candidates]
+    assert all(w.isalpha() and w not in FUNCTION_WORDS for w in words), words
 
 
 def test_fill_mask_equals_the_transformers_pipeline(mlm):
@@ -77,6 +111,7 @@ def test_fill_mask_held_out_subset(mlm):
                 hits += target in logits[position].topk(5).indices.tolist()
                 total += 1
     assert hits / total >= json.loads((folder / "metrics.json").read_text())["top5"] - 0.06
+    assert hits / total >= 0.45  # the issue's 0.5, less the noise of 300 sentences
 
 
 def test_sentiment_equals_the_pipeline_and_the_course_sentence_is_positive(sentiment):

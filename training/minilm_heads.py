@@ -1,17 +1,15 @@
-"""Two task heads for the offline MiniLM encoder, trained with the encoder frozen:
+"""A sentiment head for the offline MiniLM encoder, trained with the encoder frozen: BERT's pooler →
+POSITIVE / NEGATIVE, loaded as `BertForSequenceClassification`. Also the fortunes text and BERT's masking
+that training/minilm_mlm.py (the fill-mask model, trained whole) shares.
 
-- a BERT masked-LM head (dense → GELU → LayerNorm → decoder tied to MiniLM's word embeddings + bias),
-  so the course's fill-mask example runs offline as `BertForMaskedLM`;
-- a sentiment head (BERT's pooler → POSITIVE / NEGATIVE), loaded as `BertForSequenceClassification`.
-
-    python -m training.minilm_heads            # ~10 min on 2 cores: both heads, model cards, held-out sets
+    python -m training.minilm_heads            # ~5 min on 2 cores: the head, its model card, held-out sets
 
 Text: the Debian package `fortunes` (BSD licence; `apt-get install fortunes`), English quotations,
 split into sentences; sentences are assigned to training or held-out by a hash of their text, so
-no held-out sentence is ever trained on. Sentiment labels come from VADER (`vaderSentiment` 3.3.2
+no held-out sentence is ever trained on. Labels come from VADER (`vaderSentiment` 3.3.2
 on PyPI, MIT licence), a rule-based sentiment lexicon: sentences with compound ≥ 0.5 are POSITIVE,
 ≤ -0.5 NEGATIVE, the rest are left out. The encoder never changes, so every attention view of the
-two models equals plain MiniLM's.
+model equals plain MiniLM's.
 """
 
 from __future__ import annotations
@@ -92,72 +90,8 @@ def hidden_at(encoder: BertModel, ids: list[list[int]], positions: list[list[int
     return torch.cat(found)
 
 
-class MaskedLMHead(torch.nn.Module):
-    """BertLMPredictionHead with its decoder tied to the (frozen) word embeddings."""
-
-    def __init__(self, embeddings: torch.Tensor, eps: float):
-        super().__init__()
-        d = embeddings.shape[1]
-        self.dense = torch.nn.Linear(d, d)
-        self.norm = torch.nn.LayerNorm(d, eps=eps)
-        self.bias = torch.nn.Parameter(torch.zeros(embeddings.shape[0]))
-        self.register_buffer("embeddings", embeddings)
-        torch.nn.init.eye_(self.dense.weight)
-        torch.nn.init.zeros_(self.dense.bias)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        x = self.norm(torch.nn.functional.gelu(self.dense(hidden)))
-        return x @ self.embeddings.T + self.bias
-
-    def state_for_bert(self) -> dict[str, torch.Tensor]:
-        """Under BertForMaskedLM's names (the decoder weight is the tied embedding, not stored)."""
-        return {
-            "cls.predictions.transform.dense.weight": self.dense.weight,
-            "cls.predictions.transform.dense.bias": self.dense.bias,
-            "cls.predictions.transform.LayerNorm.weight": self.norm.weight,
-            "cls.predictions.transform.LayerNorm.bias": self.norm.bias,
-            "cls.predictions.bias": self.bias,
-        }
-
-
 def top_k_hits(logits: torch.Tensor, targets: torch.Tensor, k: int) -> int:
     return int((logits.topk(k, dim=-1).indices == targets[:, None]).any(-1).sum())
-
-
-def train_masked_lm(encoder, tokenizer, train: list[str], test: list[str], epochs: int, rng) -> dict:
-    special, mask_id = set(tokenizer.all_special_ids), tokenizer.mask_token_id
-    data = {}
-    for split, texts in (("train", train), ("test", test)):
-        ids = [tokenizer(t, truncation=True, max_length=MAX_TOKENS)["input_ids"] for t in texts]
-        masked = [mask_tokens(x, special, mask_id, rng) for x in ids]
-        targets = torch.tensor([x[p] for x, (_, ps) in zip(ids, masked, strict=True) for p in ps])
-        stored = [
-            {"ids": m, "positions": ps, "targets": [x[p] for p in ps]} for x, (m, ps) in zip(ids, masked, strict=True)
-        ]
-        data[split] = (hidden_at(encoder, [m for m, _ in masked], [p for _, p in masked]), targets, stored)
-    embeddings = encoder.embeddings.word_embeddings.weight.detach().clone()
-    head = MaskedLMHead(embeddings, encoder.config.layer_norm_eps)
-    counts = torch.bincount(data["train"][1], minlength=embeddings.shape[0]).float()
-    head.bias.data = (counts + 0.1).log() - (counts + 0.1).sum().log()  # start from the unigram distribution
-    optimizer = torch.optim.AdamW([p for n, p in head.named_parameters() if n != "embeddings"], lr=2e-3)
-    hidden, targets, _ = data["train"]
-    generator = torch.Generator().manual_seed(SEED)
-    for _ in range(epochs):
-        for batch in torch.randperm(len(targets), generator=generator).split(512):
-            loss = torch.nn.functional.cross_entropy(head(hidden[batch]), targets[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    with torch.no_grad():
-        test_hidden, test_targets, _ = data["test"]
-        logits = torch.cat([head(h) for h in test_hidden.split(1024)])
-    metrics = {
-        "masked_tokens_train": len(targets),
-        "masked_tokens_held_out": len(test_targets),
-        "top1": top_k_hits(logits, test_targets, 1) / len(test_targets),
-        "top5": top_k_hits(logits, test_targets, 5) / len(test_targets),
-    }
-    return head, metrics, data["test"][2]
 
 
 LABELS = ("NEGATIVE", "POSITIVE")
@@ -306,22 +240,17 @@ COMMAND = "`python -m training.minilm_heads` (seed 1234)"
 CARDS = Path(__file__).parent / "cards"  # model-card templates, filled with the figures training wrote
 
 
-def write_cards() -> None:
-    """Model cards (models/minilm-*/README.md) from the templates and the figures in metrics.json."""
-    for name in ("minilm-mlm", "minilm-sentiment"):
-        metrics = json.loads((REPO_MODELS / name / "metrics.json").read_text())
-        total = json.loads((REPO_MODELS / "minilm-mlm" / "metrics.json").read_text())["sentences_total"]
-        extra = dict(data=DATA.format(total=total), command=COMMAND, course_sentence=COURSE_SENTENCE)
-        if "course_sentence" in metrics:
-            extra["course"] = ", ".join(f"{label} {p:.3f}" for label, p in metrics.pop("course_sentence").items())
-        card = (CARDS / f"{name}.md").read_text().format(**metrics, **extra)
-        (REPO_MODELS / name / "README.md").write_text(card)
+def write_card(sentences_total: int) -> None:
+    """The model card (models/minilm-sentiment/README.md) from its template and the figures in metrics.json."""
+    metrics = json.loads((REPO_MODELS / "minilm-sentiment" / "metrics.json").read_text())
+    extra = dict(data=DATA.format(total=sentences_total), command=COMMAND, course_sentence=COURSE_SENTENCE)
+    extra["course"] = ", ".join(f"{label} {p:.3f}" for label, p in metrics.pop("course_sentence").items())
+    card = (CARDS / "minilm-sentiment.md").read_text().format(**metrics, **extra)
+    (REPO_MODELS / "minilm-sentiment" / "README.md").write_text(card)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mlm-sentences", type=int, default=30_000, help="training sentences for the MLM head")
-    parser.add_argument("--mlm-epochs", type=int, default=3)
     parser.add_argument("--sentiment-epochs", type=int, default=40)
     args = parser.parse_args()
     torch.manual_seed(SEED)
@@ -335,21 +264,6 @@ def main() -> None:
     train = [t for t in texts if not held_out(t)]
     test = [t for t in texts if held_out(t)]
     rng.shuffle(train)
-    started = time.perf_counter()
-    head, mlm, masked_test = train_masked_lm(
-        encoder, tokenizer, train[: args.mlm_sentences], test, args.mlm_epochs, rng
-    )
-    mlm.update(
-        source="Debian package fortunes 1:1.99.1-7.3 (BSD licence), sentences split from its *.u8 files",
-        sentences_total=len(texts),
-        train_sentences=min(len(train), args.mlm_sentences),
-        held_out_sentences=len(test),
-        epochs=args.mlm_epochs,
-        seed=SEED,
-        train_seconds=round(time.perf_counter() - started, 1),
-    )
-    print(json.dumps(mlm))
-    save_head("minilm-mlm", "BertForMaskedLM", head.state_for_bert(), {}, mlm, masked_test[:CI_SUBSET])
     started = time.perf_counter()
     labelled_train, labelled_test = vader_labelled(train), vader_labelled(test)
     built_train, built_test = built_sentences(held_out=False), built_sentences(held_out=True)
@@ -372,7 +286,7 @@ def main() -> None:
         for t, y in pairs[:: max(1, len(pairs) // (CI_SUBSET // 2))][: CI_SUBSET // 2]
     ]
     save_head("minilm-sentiment", "BertForSequenceClassification", head.state_for_bert(), labels, sentiment, subset)
-    write_cards()
+    write_card(len(texts))
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ COURSE_EXAMPLES = (
     "I've been waiting for a HuggingFace course my whole life.",
 )
 
+FILL_MASK_EXAMPLE = "This course will teach you all about [MASK] models."  # the course's fill-mask sentence
 DATES_EXAMPLES = ("Sunday, 22 November 2026", "the 3rd of march 1999", "22/11/26", "nov 22, 2026")
 WORD_ORDER_EXAMPLES = (
     "the red car is fast",
@@ -72,9 +73,9 @@ CATALOG: tuple[CatalogEntry, ...] = (
     CatalogEntry("minilm", "MiniLM-L6 · encoder · offline", "encoder"),
     CatalogEntry(
         "minilm-mlm",
-        "MiniLM-L6 + fill-mask head · encoder · offline",
+        "MiniLM-L6 trained as a masked LM (fill-mask) · encoder · offline",
         "encoder",
-        (COURSE_EXAMPLES[2], "Paris is the [MASK] of France."),
+        (FILL_MASK_EXAMPLE, COURSE_EXAMPLES[2], "Python is a programming [MASK]."),
     ),
     CatalogEntry(
         "minilm-sentiment",
@@ -395,27 +396,32 @@ def smollm2_dir(progress: Progress | None = None) -> Path:
     return _prepared(_smollm2_cache(), ".smollm2-", lambda folder, p: _convert_smollm2(folder, p), progress)
 
 
-MINILM_HEADS = ("mlm", "sentiment")  # task heads this project trained on the frozen MiniLM encoder (models/)
+# Models this project trained from MiniLM (models/): the fill-mask model (every weight but the word embeddings
+# trained, stored as weights.safetensors) and the sentiment head on the frozen encoder (head.safetensors).
+MINILM_BUNDLES = {"mlm": "weights.safetensors", "sentiment": "head.safetensors"}
+MINILM_NAMES = {"mlm": "MiniLM-L6 trained as a masked LM", "sentiment": "all-MiniLM-L6-v2 + sentiment head"}
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 
 
 def minilm_head_dir(head: str) -> Path:
-    """MiniLM's encoder with one of the bundled task heads, as one model folder in the user cache. The
-    folder's name carries the bundle's hash, so a retrained head is assembled afresh."""
+    """MiniLM with one of the bundles trained from it, as one model folder in the user cache. The folder's
+    name carries the bundle's hash, so a retrained model is assembled afresh."""
     bundle = REPO_MODELS / f"minilm-{head}"
-    if not (bundle / "head.safetensors").is_file():
-        raise AtlasError(f"The bundled head '{head}' is missing from {bundle}.")
-    digest = hashlib.sha256((bundle / "head.safetensors").read_bytes() + (bundle / "config.json").read_bytes())
+    weights = bundle / MINILM_BUNDLES[head]
+    if not weights.is_file():
+        raise AtlasError(f"The bundled model '{head}' is missing from {bundle}.")
+    digest = hashlib.sha256(weights.read_bytes() + (bundle / "config.json").read_bytes())
     target = cache_dir() / f"minilm-{head}-{digest.hexdigest()[:12]}"
-    return _prepared(target, f".minilm-{head}-", lambda folder, _: _assemble_minilm(bundle, folder))
+    return _prepared(target, f".minilm-{head}-", lambda folder, _: _assemble_minilm(bundle, weights, folder))
 
 
-def _assemble_minilm(bundle: Path, folder: Path) -> None:
-    """MiniLM's weights under the task model's names ("bert." + ...) plus the bundled head's, its config
-    (architecture, labels) and MiniLM's tokenizer."""
+def _assemble_minilm(bundle: Path, trained: Path, folder: Path) -> None:
+    """MiniLM's weights under the task model's names ("bert." + ...), overwritten by the bundle's trained ones
+    (stored in float16 where the whole encoder trained: the model is those rounded weights, in float32), its
+    config (architecture, labels) and MiniLM's tokenizer."""
     source = minilm_dir()
     weights = {f"bert.{name}": t for name, t in load_file(source / "model.safetensors").items()}
-    weights.update(load_file(bundle / "head.safetensors"))  # the sentiment head brings its own pooler
+    weights.update({name: t.float() for name, t in load_file(trained).items()})
     save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
     shutil.copy(bundle / "config.json", folder / "config.json")
     for name in _TOKENIZER_FILES:
@@ -473,8 +479,8 @@ def _resolve(key: str) -> tuple[str, str]:
         return str(minilm_dir()), "all-MiniLM-L6-v2"
     if key == "smollm2":
         return str(smollm2_dir()), "SmolLM2-135M-Instruct"
-    if key.startswith("minilm-") and key[7:] in MINILM_HEADS:
-        return str(minilm_head_dir(key[7:])), f"all-MiniLM-L6-v2 + {key[7:]} head"
+    if key.startswith("minilm-") and key[7:] in MINILM_BUNDLES:
+        return str(minilm_head_dir(key[7:])), MINILM_NAMES[key[7:]]
     if key in ("dates", "word-order"):
         path = REPO_MODELS / f"marian-{key}"
         if not (path / "config.json").exists():

@@ -405,7 +405,8 @@ EXAMPLES: dict[str, tuple[Example, ...]] = {
                 "The Colosseum is in the city of", " Paris", " Rome"),
     ),
     "minilm-mlm": (
-        Example("fill-mask", "The capital of France is [MASK].", "The capital of Italy is [MASK].", "paris", "rome"),
+        Example("subject-verb agreement (Linzen et al. 2016)", "The dogs in the house [MASK] very loud.",
+                "The dog in the house [MASK] very loud.", "are", "is"),
     ),
     "dates": (Example("one digit", "the 3rd of march 1999", "the 3rd of march 1998", "1999", "1998"),),
 }  # fmt: skip
