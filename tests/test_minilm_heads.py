@@ -99,19 +99,21 @@ def test_fill_mask_equals_the_transformers_pipeline(mlm):
 
 
 def test_fill_mask_held_out_subset(mlm):
-    """The stored held-out masked sentences (never trained on): top-5 accuracy as the card reports."""
+    """The stored held-out masked sentences (never trained on): top-5 accuracy as the card reports (one padded
+    batch: the attention mask keeps each sentence's numbers its own)."""
     folder = ROOT / "models" / "minilm-mlm"
     subset = json.loads((folder / "held_out.json").read_text())
-    hits = total = 0
+    width = max(len(item["ids"]) for item in subset)
+    ids = torch.zeros(len(subset), width, dtype=torch.long)
+    mask = torch.zeros(len(subset), width, dtype=torch.long)
+    for row, item in enumerate(subset):
+        ids[row, : len(item["ids"])], mask[row, : len(item["ids"])] = torch.tensor(item["ids"]), 1
     with torch.inference_mode():
-        for item in subset:
-            ids = torch.tensor([item["ids"]])
-            logits = mlm.model(input_ids=ids).logits[0]
-            for position, target in zip(item["positions"], item["targets"], strict=True):
-                hits += target in logits[position].topk(5).indices.tolist()
-                total += 1
-    assert hits / total >= json.loads((folder / "metrics.json").read_text())["top5"] - 0.06
-    assert hits / total >= 0.45  # the issue's 0.5, less the noise of 300 sentences
+        top5 = mlm.model(input_ids=ids, attention_mask=mask).logits.topk(5).indices
+    hits = [t in top5[row, p].tolist() for row, item in enumerate(subset)
+            for p, t in zip(item["positions"], item["targets"], strict=True)]  # fmt: skip
+    assert np.mean(hits) >= json.loads((folder / "metrics.json").read_text())["top5"] - 0.06
+    assert np.mean(hits) >= 0.45  # the issue's 0.5, less the noise of 300 sentences
 
 
 def test_sentiment_equals_the_pipeline_and_the_course_sentence_is_positive(sentiment):

@@ -11,10 +11,13 @@ from __future__ import annotations
 import os
 import re
 
+import numpy as np
 import pytest
 
 from tests.browser import CHROMIUM, wait_until_idle
 from tests.test_layout import _lasting_overlaps
+from ui.presenter import FIGURE_SCALE
+from viz import figures
 
 pytestmark = [
     pytest.mark.browser,
@@ -41,34 +44,6 @@ def _open(chromium, url: str, width: int = 1440, height: int = 900):
     return page
 
 
-@pytest.mark.parametrize("name", list(PAGES))
-def test_presenter_mode_folds_the_sidebar_enlarges_and_overlaps_nothing(chromium, app_url, name):
-    page = _open(chromium, app_url + PAGES[name])
-    try:
-        assert page.locator('[data-testid="stException"]').count() == 0
-        sidebar = page.locator('[data-testid="stSidebar"]')
-        assert sidebar.get_attribute("aria-expanded") == "false" or sidebar.bounding_box()["x"] < -100
-        assert page.evaluate("getComputedStyle(document.documentElement).fontSize") == "22px"
-        found = {}
-        for width, height in SIZES:
-            page.set_viewport_size({"width": width, "height": height})
-            found[f"{width}x{height}"] = _lasting_overlaps(page)
-        assert found == {f"{w}x{h}": [] for w, h in SIZES}, found
-    finally:
-        page.close()
-
-
-def test_figures_are_larger_in_presenter_mode(chromium, app_url):
-    """The same figure's title font, with and without present=1: × 1.4 (ui.presenter.FIGURE_SCALE)."""
-    sizes = []
-    for present in ("0", "1"):
-        page = _open(chromium, app_url + PAGES["Attention_maps"].replace("present=1", f"present={present}"))
-        page.wait_for_selector(".js-plotly-plot .gtitle")
-        sizes.append(page.evaluate(TITLE_SIZE))
-        page.close()
-    assert sizes[1] == pytest.approx(1.4 * sizes[0], rel=0.01), sizes
-
-
 def _step(page) -> int:
     return int(re.search(r"gen_step=(\d+)", page.url).group(1))
 
@@ -79,21 +54,17 @@ def _press(page, key: str) -> None:
     wait_until_idle(page)
 
 
-def test_arrow_keys_press_the_generation_stepper_one_step_each(chromium, app_url):
-    page = _open(chromium, app_url + GENERATION)
-    try:
-        assert "present=True" in page.url  # the switch lives in the link
-        page.locator('[data-testid="stMain"] h1').click()  # focus on the page, not on a widget
-        for key, expected in (("ArrowRight", 2), ("ArrowRight", 3), ("ArrowLeft", 2)):
-            _press(page, key)
-            page.wait_for_function(f"() => location.search.includes('gen_step={expected}')", timeout=60_000)
-            assert _step(page) == expected
-            assert page.get_by_text(f"Step {expected} of 6").count() == 1
-        page.get_by_label("Seed").focus()  # typing in a box: the arrows move its caret, not the step
-        _press(page, "ArrowRight")
-        assert _step(page) == 2
-    finally:
-        page.close()
+def _arrows_press_the_generation_stepper_one_step_each(page) -> None:
+    assert "present=True" in page.url  # the switch lives in the link
+    page.locator('[data-testid="stMain"] h1').click()  # focus on the page, not on a widget
+    for key, expected in (("ArrowRight", 2), ("ArrowRight", 3), ("ArrowLeft", 2)):
+        _press(page, key)
+        page.wait_for_function(f"() => location.search.includes('gen_step={expected}')", timeout=60_000)
+        assert _step(page) == expected
+        assert page.get_by_text(f"Step {expected} of 6").count() == 1
+    page.get_by_label("Seed").focus()  # typing in a box: the arrows move its caret, not the step
+    _press(page, "ArrowRight")
+    assert _step(page) == 2
 
 
 HEADING_AT_TOP = """() => {
@@ -104,16 +75,48 @@ HEADING_AT_TOP = """() => {
 }"""
 
 
-def test_arrow_keys_walk_the_chapters(chromium, app_url):
-    page = _open(chromium, app_url + WALK)
+def _arrows_walk_the_chapters(page) -> None:
+    page.locator('[data-testid="stMain"] h1').click()
+    seen = []
+    for key in ("ArrowRight", "ArrowRight", "ArrowRight", "ArrowLeft"):
+        page.keyboard.press(key)
+        page.wait_for_timeout(400)
+        seen.append(page.evaluate(HEADING_AT_TOP))
+    assert [s.split(" · ")[0] if s else None for s in seen] == ["1", "2", "3", "2"], seen
+
+
+def _heatmap_title_size() -> float:
+    """The attention map's own title size (viz.figures), before any presenter scale."""
+    return figures.attention_heatmap(np.ones((2, 2)), ["a", "b"], ["a", "b"], title="t").layout.title.font.size
+
+
+def _figures_are_larger(page) -> None:
+    assert page.evaluate(TITLE_SIZE) == pytest.approx(FIGURE_SCALE * _heatmap_title_size(), rel=0.01)
+
+
+THEN = {  # what each page checks after the layout: its keys, its figure sizes
+    "Generation": _arrows_press_the_generation_stepper_one_step_each,
+    "Guided_walk": _arrows_walk_the_chapters,
+    "Attention_maps": _figures_are_larger,
+}
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_presenter_mode_folds_the_sidebar_enlarges_overlaps_nothing_and_steps(chromium, app_url, name):
+    page = _open(chromium, app_url + PAGES[name])
     try:
-        page.locator('[data-testid="stMain"] h1').click()
-        seen = []
-        for key in ("ArrowRight", "ArrowRight", "ArrowRight", "ArrowLeft"):
-            page.keyboard.press(key)
-            page.wait_for_timeout(400)
-            seen.append(page.evaluate(HEADING_AT_TOP))
-        assert [s.split(" · ")[0] if s else None for s in seen] == ["1", "2", "3", "2"], seen
+        # A cold server's first page can look idle before its script has run: wait for presenter mode's CSS.
+        page.wait_for_function("getComputedStyle(document.documentElement).fontSize === '22px'", timeout=60_000)
+        wait_until_idle(page)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        assert sidebar.get_attribute("aria-expanded") == "false" or sidebar.bounding_box()["x"] < -100
+        found = {}
+        for width, height in SIZES:
+            page.set_viewport_size({"width": width, "height": height})
+            found[f"{width}x{height}"] = _lasting_overlaps(page)
+        assert found == {f"{w}x{h}": [] for w, h in SIZES}, found
+        THEN.get(name, lambda _: None)(page)
     finally:
         page.close()
 
@@ -121,7 +124,8 @@ def test_arrow_keys_walk_the_chapters(chromium, app_url):
 def test_a_figure_saved_as_html_opens_offline_with_the_pages_numbers(chromium, app_url, tmp_path):
     page = _open(chromium, app_url + PAGES["Attention_maps"].replace("&present=1", ""))
     try:
-        page.wait_for_selector(".js-plotly-plot")
+        page.wait_for_selector(".js-plotly-plot .gtitle")
+        assert page.evaluate(TITLE_SIZE) == pytest.approx(_heatmap_title_size())  # outside presenter mode: as made
         config = page.evaluate("document.querySelector('.js-plotly-plot')._context.toImageButtonOptions")
         assert config["format"] == "svg"
         shown = page.evaluate(Z)
