@@ -9,8 +9,9 @@ import torch
 
 from tests.apptest import problems, run_page
 from viz.models import load_model
+from viz.predictions import cosine
 from viz.trace import build_trace
-from viz.walk import POSITION_TEXT, attention_kinds, cosine, future_share, same_token_two_places
+from viz.walk import POSITION_TEXT, attention_kinds, future_share, same_token_two_places
 
 WALK_TEXT = "the small black cat sees the big white dog"
 

@@ -7,14 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from viz.predictions import cosine  # cos(a, b) = a·b / (‖a‖ ‖b‖)
 from viz.trace import AttentionStack, Trace
 
 POSITION_TEXT = "the cat sees the dog and the bird"  # a word that comes back: same token, two places
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """cos(a, b) = a·b / (‖a‖ ‖b‖)."""
-    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 @dataclass(frozen=True)
