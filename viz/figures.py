@@ -429,6 +429,7 @@ def waiting_figure(message: str, height: int = 420) -> go.Figure:
 
 
 PLOTLY_FONT_SIZE, PLOTLY_HEIGHT = 12, 450  # plotly's defaults where a figure sets none
+PLOTLY_MARGIN = {"l": 80, "r": 80, "t": 100, "b": 80}
 
 
 def _grown(node: object, factor: float, font: bool = False) -> object:
@@ -458,8 +459,8 @@ def scaled(fig: go.Figure, factor: float) -> go.Figure:
     layout["font"]["size"] = (fig.layout.font.size or PLOTLY_FONT_SIZE) * factor
     layout["height"] = (fig.layout.height or PLOTLY_HEIGHT) * factor
     margin = layout.setdefault("margin", {})
-    for side, default in (("l", 80), ("r", 80), ("t", 100), ("b", 80)):
-        margin[side] = (margin.get(side, default)) * factor
+    for side, default in PLOTLY_MARGIN.items():
+        margin[side] = margin.get(side, default) * factor
     legend = layout.get("legend", {})
     if legend.get("y", 0) < 0:  # a legend under the plot moves down as far as its axis title grew
         legend["y"] *= factor
